@@ -1,0 +1,196 @@
+"""Pure-PyTorch mLSTM kernels: parallel, chunkwise and recurrent forms of one recurrence.
+
+The mLSTM cell (Beck et al., 2024) keeps a matrix memory per head and updates it with an exponential
+input gate and a sigmoid forget gate:
+
+    C_t = f_t C_{t-1} + i_t k_t v_t^T          n_t = f_t n_{t-1} + i_t k_t
+    h_t = (q_t^T C_t) / max(|q_t^T n_t|, 1)     with q_t scaled by 1/sqrt(DHQK)
+
+To keep exp() in range every form carries a log-space stabilizer m and stores the scaled state
+(C, n) = (C_true, n_true) * exp(-m). One step reads
+
+    m_t = max(log f_t + m_{t-1}, i_t)
+    C_t = exp(log f_t + m_{t-1} - m_t) C_{t-1} + exp(i_t - m_t) k_t v_t^T
+    h_t = q_t^T C_t / (max(|q_t^T n_t|, exp(-m_t)) + eps)
+
+The parallel form below includes the initial state as one more term of the row maximum, so that
+parallel, chunkwise and recurrent forms compute the same numbers (eps included), not only the same
+function up to eps. An empty state is C = 0, n = 0, m = 0.
+
+Shapes (B batch, NH heads, S sequence, DHQK query/key head dim, DHV value head dim):
+    q, k: [B, NH, S, DHQK]    v: [B, NH, S, DHV]    i, f (gate pre-activations): [B, NH, S]
+    C: [B, NH, DHQK, DHV]     n: [B, NH, DHQK]      m: [B, NH, 1]
+
+All state math runs in float32 (or float64 when the inputs are float64); the output h has the dtype of v.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MLSTMState = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def mlstm_zero_state(
+    batch_size: int, num_heads: int, dhqk: int, dhv: int, device=None, dtype=torch.float32
+) -> MLSTMState:
+    """The empty mLSTM state (C, n, m) = (0, 0, 0)."""
+    return (
+        torch.zeros(batch_size, num_heads, dhqk, dhv, device=device, dtype=dtype),
+        torch.zeros(batch_size, num_heads, dhqk, device=device, dtype=dtype),
+        torch.zeros(batch_size, num_heads, 1, device=device, dtype=dtype),
+    )
+
+
+def _mlstm_chunk(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    i: torch.Tensor,
+    f: torch.Tensor,
+    state: MLSTMState,
+    eps: float,
+) -> tuple[torch.Tensor, MLSTMState]:
+    """Parallel (quadratic) form over one chunk, starting from `state`. Inputs already in compute dtype.
+
+    q, k: [B, NH, L, DHQK], v: [B, NH, L, DHV], i, f: [B, NH, L]; returns h [B, NH, L, DHV] and the state
+    after the chunk.
+    """
+    c0, n0, m0 = state
+    L, dhqk = q.shape[-2], q.shape[-1]
+    q = q * dhqk**-0.5
+
+    log_f = F.logsigmoid(f)  # [B, NH, L]
+    b = torch.cumsum(log_f, dim=-1)  # b_t = sum_{s<=t} log f_s
+    # log D[t, j] = b_t - b_j + i_j for j <= t
+    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+    log_d = b.unsqueeze(-1) - b.unsqueeze(-2) + i.unsqueeze(-2)
+    log_d = log_d.masked_fill(~causal, float("-inf"))  # [B, NH, L, L]
+    log_w0 = b + m0  # weight of the initial state at step t, [B, NH, L]
+    m = torch.maximum(log_d.amax(dim=-1), log_w0)  # [B, NH, L], equals the recurrent stabilizer
+
+    d = torch.exp(log_d - m.unsqueeze(-1))
+    w0 = torch.exp(log_w0 - m).unsqueeze(-1)  # [B, NH, L, 1]
+    scores = (q @ k.transpose(-1, -2)) * d  # [B, NH, L, L]
+    numerator = scores @ v + w0 * (q @ c0)
+    qn = scores.sum(dim=-1, keepdim=True) + w0 * (q @ n0.unsqueeze(-1))
+    denominator = torch.maximum(qn.abs(), torch.exp(-m).unsqueeze(-1)) + eps
+    h = numerator / denominator
+
+    # state after the chunk: weights of every input relative to the chunk end
+    b_last = b[..., -1:]  # [B, NH, 1]
+    log_g = b_last - b + i  # [B, NH, L]
+    m_next = torch.maximum(b_last + m0, log_g.amax(dim=-1, keepdim=True))  # [B, NH, 1]
+    g = torch.exp(log_g - m_next).unsqueeze(-1)  # [B, NH, L, 1]
+    decay = torch.exp(b_last + m0 - m_next)  # [B, NH, 1]
+    c_next = decay.unsqueeze(-1) * c0 + (k * g).transpose(-1, -2) @ v
+    n_next = decay * n0 + (k * g).sum(dim=-2)
+    return h, (c_next, n_next, m_next)
+
+
+def _prepare(q, k, v, i, f, state):
+    dtype = _compute_dtype(v.dtype)
+    B, NH, _, DHQK = q.shape
+    DHV = v.shape[-1]
+    if state is None:
+        state = mlstm_zero_state(B, NH, DHQK, DHV, device=q.device, dtype=dtype)
+    else:
+        state = tuple(s.to(dtype) for s in state)
+    return (q.to(dtype), k.to(dtype), v.to(dtype), i.to(dtype), f.to(dtype)), state
+
+
+def mlstm_parallel(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    i: torch.Tensor,
+    f: torch.Tensor,
+    state: MLSTMState | None = None,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, MLSTMState]:
+    """Quadratic parallel form over the whole sequence (memory O(S^2)); best for short sequences.
+
+    Returns h [B, NH, S, DHV] (dtype of v) and the final state (float32).
+    """
+    inputs, state = _prepare(q, k, v, i, f, state)
+    h, state = _mlstm_chunk(*inputs, state, eps)
+    return h.to(v.dtype), state
+
+
+def mlstm_chunkwise(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    i: torch.Tensor,
+    f: torch.Tensor,
+    state: MLSTMState | None = None,
+    chunk_size: int = 64,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, MLSTMState]:
+    """Chunkwise form: parallel inside chunks of `chunk_size`, recurrent across them.
+
+    Memory per chunk is O(chunk_size^2) whatever the sequence length; any length works (the last chunk
+    may be shorter). Returns h [B, NH, S, DHV] (dtype of v) and the final state (float32).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    (q_, k_, v_, i_, f_), state = _prepare(q, k, v, i, f, state)
+    outputs = []
+    for start in range(0, q.shape[-2], chunk_size):
+        chunk = slice(start, start + chunk_size)
+        h, state = _mlstm_chunk(
+            q_[..., chunk, :], k_[..., chunk, :], v_[..., chunk, :], i_[..., chunk], f_[..., chunk], state, eps
+        )
+        outputs.append(h)
+    return torch.cat(outputs, dim=-2).to(v.dtype), state
+
+
+def mlstm_recurrent_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    i: torch.Tensor,
+    f: torch.Tensor,
+    state: MLSTMState | None = None,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, MLSTMState]:
+    """One recurrent step. q, k: [B, NH, DHQK], v: [B, NH, DHV], i, f: [B, NH].
+
+    Returns h [B, NH, DHV] (dtype of v) and the new state (float32). O(1) in the number of past tokens.
+    """
+    (q_, k_, v_, i_, f_), (c, n, m) = _prepare(q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2), i, f, state)
+    q_, k_, v_ = q_.squeeze(2), k_.squeeze(2), v_.squeeze(2)
+    log_f = F.logsigmoid(f_).unsqueeze(-1)  # [B, NH, 1]
+    i_ = i_.unsqueeze(-1)
+    m_new = torch.maximum(log_f + m, i_)
+    f_act = torch.exp(log_f + m - m_new)
+    i_act = torch.exp(i_ - m_new)
+    c_new = f_act.unsqueeze(-1) * c + i_act.unsqueeze(-1) * (k_.unsqueeze(-1) @ v_.unsqueeze(-2))
+    n_new = f_act * n + i_act * k_
+    q_ = q_ * q.shape[-1] ** -0.5
+    numerator = (q_.unsqueeze(-2) @ c_new).squeeze(-2)  # [B, NH, DHV]
+    qn = (q_ * n_new).sum(dim=-1, keepdim=True)
+    h = numerator / (torch.maximum(qn.abs(), torch.exp(-m_new)) + eps)
+    return h.to(v.dtype), (c_new, n_new, m_new)
+
+
+def mlstm_recurrent_sequence(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    i: torch.Tensor,
+    f: torch.Tensor,
+    state: MLSTMState | None = None,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, MLSTMState]:
+    """The step applied token by token: the plainest statement of the recurrence (a test oracle)."""
+    outputs = []
+    for t in range(q.shape[-2]):
+        h, state = mlstm_recurrent_step(q[..., t, :], k[..., t, :], v[..., t, :], i[..., t], f[..., t], state, eps)
+        outputs.append(h)
+    return torch.stack(outputs, dim=-2), state

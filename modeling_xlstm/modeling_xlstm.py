@@ -1,0 +1,687 @@
+"""The xLSTM family as a Transformers model: any residual stack of mLSTM and sLSTM blocks.
+
+Read top to bottom: norms and small building blocks, the three sequence mixers (the 7B-style mLSTM layer,
+the paper's mLSTM layer, the sLSTM layer), the feed-forward network, the residual block, and the
+`PreTrainedModel` classes. Shapes: B batch, S sequence, D hidden size, NH heads, DH head dim.
+
+Recurrent state lives in a transformers `Cache` whose layers are linear-attention layers
+(`transformers.cache_utils.LinearAttentionLayer`): per block, the state tensors of its recurrence in the
+recurrent slots and the causal-conv buffer in conv slot 0 (see `modeling_xlstm.cache`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.utils import logging
+
+from .backend import check_backend, select_kernels
+from .cache import read_layer_state, write_layer_state
+from .configuration_xlstm import XLSTMConfig
+
+logger = logging.get_logger(__name__)
+
+
+def soft_cap(values: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """cap * tanh(values / cap): a smooth bound on |values| (identity when cap is None)."""
+    if cap is None:
+        return values
+    return cap * torch.tanh(values / cap)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Norms and building blocks
+# --------------------------------------------------------------------------------------------------------------
+
+
+class XLSTMRMSNorm(nn.Module):
+    """RMSNorm over the last dimension, statistics in float32 when `force_float32` is set."""
+
+    def __init__(self, dim: int, eps: float, use_bias: bool = False, force_float32: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.force_float32 = force_float32
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if use_bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        in_dtype = x.dtype
+        x = x.float() if self.force_float32 else x
+        x = (x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)).to(in_dtype)
+        x = x * self.weight
+        return x if self.bias is None else x + self.bias
+
+
+class XLSTMLayerNorm(nn.Module):
+    """LayerNorm over the last dimension with an optional bias, statistics in float32 when `force_float32`."""
+
+    def __init__(self, dim: int, eps: float, use_bias: bool = False, force_float32: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.force_float32 = force_float32
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if use_bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        in_dtype = x.dtype
+        x = x.float() if self.force_float32 else x
+        x = F.layer_norm(x, x.shape[-1:], eps=self.eps).to(in_dtype)
+        x = x * self.weight
+        return x if self.bias is None else x + self.bias
+
+
+class XLSTMMultiHeadLayerNorm(nn.Module):
+    """LayerNorm of each head separately: [B, S, NH, DH] -> [B, S, NH * DH], with a per-channel weight."""
+
+    def __init__(self, num_heads: int, head_dim: int, eps: float, use_bias: bool = False, force_float32: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.force_float32 = force_float32
+        self.weight = nn.Parameter(torch.ones(num_heads * head_dim))
+        self.bias = nn.Parameter(torch.zeros(num_heads * head_dim)) if use_bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        in_dtype = x.dtype
+        x = x.float() if self.force_float32 else x
+        x = F.layer_norm(x, x.shape[-1:], eps=self.eps).to(in_dtype).flatten(-2)
+        x = x * self.weight
+        return x if self.bias is None else x + self.bias
+
+
+def make_norm(config: XLSTMConfig, dim: int) -> nn.Module:
+    """The block-level norm of the configured style: RMSNorm (7B) or LayerNorm (paper)."""
+    norm_class = XLSTMRMSNorm if config.block_style == "large" else XLSTMLayerNorm
+    return norm_class(dim, config.norm_eps, config.use_bias, config.norm_reduction_force_float32)
+
+
+class XLSTMCausalConv1d(nn.Module):
+    """Depthwise causal convolution over time that can continue from the last `kernel_size - 1` inputs.
+
+    forward(x [B, S, F], conv_state [B, F, K-1] | None) -> (y [B, S, F], new conv_state [B, F, K-1]).
+    """
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size))
+        self.bias = nn.Parameter(torch.empty(channels))
+
+    def forward(self, x: torch.Tensor, conv_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        B, S, channels = x.shape
+        x = x.transpose(1, 2)
+        if conv_state is None:
+            conv_state = x.new_zeros(B, channels, self.kernel_size - 1)
+        full = torch.cat([conv_state.to(x.dtype), x], dim=-1)  # [B, F, K-1+S]
+        y = F.conv1d(full, self.weight, self.bias, groups=channels)  # [B, F, S]
+        return y.transpose(1, 2), full[..., full.shape[-1] - (self.kernel_size - 1) :]
+
+
+class XLSTMHeadwiseLinear(nn.Module):
+    """Block-diagonal linear map: the input is split into `num_heads` blocks, each mapped by its own matrix.
+
+    weight: [num_heads, out_features // num_heads, in_features // num_heads].
+    """
+
+    def __init__(self, in_features: int, out_features: int, num_heads: int, bias: bool = False):
+        super().__init__()
+        self.num_heads = num_heads
+        self.weight = nn.Parameter(torch.empty(num_heads, out_features // num_heads, in_features // num_heads))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unflatten(-1, (self.num_heads, -1))
+        x = torch.einsum("...hd,hod->...ho", x, self.weight).flatten(-2)
+        return x if self.bias is None else x + self.bias
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sequence mixers. Each: forward(x [B, S, D], mask [B, S] bool | None, cache, layer_idx) -> [B, S, D]
+# --------------------------------------------------------------------------------------------------------------
+
+
+class XLSTMMLSTMMixin:
+    """The mLSTM recurrence shared by both mLSTM layer styles, with masking and state carried in a cache."""
+
+    config: XLSTMConfig
+
+    def run_mlstm(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        i: torch.Tensor,
+        f: torch.Tensor,
+        mask: torch.Tensor | None,
+        state: tuple[torch.Tensor, ...] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """q, k: [B, S, NH, DHQK], v: [B, S, NH, DHV], i, f: [B, S, NH] -> h [B, S, NH, DHV] and the new state.
+
+        A masked position (mask False) gets input gate 0 and forget gate 1, so it leaves the state untouched.
+        """
+        if mask is not None:
+            mask = mask.unsqueeze(-1)
+            i = i.masked_fill(~mask, float("-inf"))
+            f = f.masked_fill(~mask, float("inf"))
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        i, f = i.transpose(1, 2), f.transpose(1, 2)
+        kernels = select_kernels(self.config.backend, q.device)
+        S = q.shape[2]
+        if S == 1 and state is not None:
+            h, state = kernels.mlstm_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0], state, eps=self.config.eps)
+            h = h.unsqueeze(2)
+        elif S <= self.config.chunk_size:
+            h, state = kernels.mlstm_parallel(q, k, v, i, f, state, eps=self.config.eps)
+        else:
+            h, state = kernels.mlstm_chunkwise(q, k, v, i, f, state, chunk_size=self.config.chunk_size, eps=self.config.eps)
+        return h.transpose(1, 2), state
+
+
+class XLSTMLargeMLSTMLayer(XLSTMMLSTMMixin, nn.Module):
+    """The mLSTM layer of xLSTM 7B: q, k, v, output gate and gates projected from the (normed) input.
+
+    Parameter names follow transformers' xLSTM and NX-AI's xLSTMLarge so their checkpoints load by name.
+    """
+
+    def __init__(self, config: XLSTMConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        D, NH = config.hidden_size, config.num_heads
+        self.qk_dim, self.v_dim = config.qk_dim, config.v_dim
+        if config.weight_mode == "single":
+            self.q = nn.Linear(D, self.qk_dim, bias=config.use_bias)
+            self.k = nn.Linear(D, self.qk_dim, bias=config.use_bias)
+            self.v = nn.Linear(D, self.v_dim, bias=config.use_bias)
+            self.ogate_preact = nn.Linear(D, self.v_dim, bias=config.use_bias)
+            self.igate_preact = nn.Linear(D, NH, bias=True)
+            self.fgate_preact = nn.Linear(D, NH, bias=True)
+        else:
+            self.qkv_opreact = nn.Linear(D, 2 * self.qk_dim + 2 * self.v_dim, bias=config.use_bias)
+            self.ifgate_preact = nn.Linear(D, 2 * NH, bias=True)
+        self.multihead_norm = XLSTMMultiHeadLayerNorm(
+            NH, self.v_dim // NH, config.norm_eps, config.use_bias, config.norm_reduction_force_float32
+        )
+        self.out_proj = nn.Linear(self.v_dim, D, bias=config.use_bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None) -> torch.Tensor:
+        B, S, _ = x.shape
+        NH = self.config.num_heads
+        if self.config.weight_mode == "single":
+            q, k, v, o = self.q(x), self.k(x), self.v(x), self.ogate_preact(x)
+            i, f = self.igate_preact(x), self.fgate_preact(x)
+        else:
+            q, k, v, o = self.qkv_opreact(x).split([self.qk_dim, self.qk_dim, self.v_dim, self.v_dim], dim=-1)
+            i, f = self.ifgate_preact(x).split([NH, NH], dim=-1)
+        i = soft_cap(i, self.config.gate_soft_cap)
+        f = soft_cap(f, self.config.gate_soft_cap)
+
+        _, state = read_layer_state(cache, self.layer_idx, batch_size=B)
+        h, state = self.run_mlstm(
+            q.view(B, S, NH, -1), k.view(B, S, NH, -1), v.view(B, S, NH, -1), i, f, mask, state
+        )
+        write_layer_state(cache, self.layer_idx, None, state, self.config.inference_state_dtype)
+        h = self.multihead_norm(h)
+        return self.out_proj(torch.sigmoid(o) * h)
+
+
+class XLSTMPaperMLSTMLayer(XLSTMMLSTMMixin, nn.Module):
+    """The mLSTM layer of the xLSTM paper: up-projection, causal conv, block-diagonal q/k/v, learnable skip.
+
+    x -> up_proj -> (x_m, z); q, k from silu(conv(x_m)), v from x_m; gates read cat(q, k, v);
+    h = (norm(mLSTM(q, k, v)) + skip * silu(conv(x_m))) * silu(z) -> down_proj.
+    """
+
+    def __init__(self, config: XLSTMConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        D, NH, inner = config.hidden_size, config.num_heads, config.mlstm_inner_dim
+        self.inner_dim = inner
+        num_blocks = inner // config.qkv_proj_blocksize
+        self.up_proj = nn.Linear(D, 2 * inner, bias=config.use_bias)
+        self.conv1d = XLSTMCausalConv1d(inner, config.conv1d_kernel_size) if config.conv1d_kernel_size > 0 else None
+        self.q_proj = XLSTMHeadwiseLinear(inner, inner, num_blocks, bias=config.use_bias)
+        self.k_proj = XLSTMHeadwiseLinear(inner, inner, num_blocks, bias=config.use_bias)
+        self.v_proj = XLSTMHeadwiseLinear(inner, inner, num_blocks, bias=config.use_bias)
+        self.igate = nn.Linear(3 * inner, NH, bias=True)
+        self.fgate = nn.Linear(3 * inner, NH, bias=True)
+        self.outnorm = XLSTMMultiHeadLayerNorm(
+            NH, inner // NH, config.norm_eps, use_bias=False, force_float32=config.norm_reduction_force_float32
+        )
+        self.learnable_skip = nn.Parameter(torch.ones(inner))
+        self.down_proj = nn.Linear(inner, D, bias=config.use_bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None) -> torch.Tensor:
+        B, S, _ = x.shape
+        NH = self.config.num_heads
+        x_mlstm, z = self.up_proj(x).split(self.inner_dim, dim=-1)
+        if mask is not None:
+            x_mlstm = x_mlstm * mask.unsqueeze(-1).to(x_mlstm.dtype)
+        conv_state, recurrent_state = read_layer_state(cache, self.layer_idx, batch_size=B)
+        if self.conv1d is not None:
+            x_conv, conv_state = self.conv1d(x_mlstm, conv_state)
+            x_conv = F.silu(x_conv)
+        else:
+            x_conv = F.silu(x_mlstm)
+        q, k, v = self.q_proj(x_conv), self.k_proj(x_conv), self.v_proj(x_mlstm)
+        gate_input = torch.cat([q, k, v], dim=-1)
+        i, f = self.igate(gate_input), self.fgate(gate_input)
+        h, recurrent_state = self.run_mlstm(
+            q.view(B, S, NH, -1), k.view(B, S, NH, -1), v.view(B, S, NH, -1), i, f, mask, recurrent_state
+        )
+        write_layer_state(cache, self.layer_idx, conv_state, recurrent_state, self.config.inference_state_dtype)
+        h = self.outnorm(h) + self.learnable_skip * x_conv
+        return self.dropout(self.down_proj(h * F.silu(z)))
+
+
+class XLSTMSLSTMLayer(nn.Module):
+    """The sLSTM layer: optional causal conv feeding the i/f gates, head-wise gate projections, the sLSTM cell
+    with a block-diagonal recurrent matrix, and a per-head norm.
+
+    recurrent_kernel: [NH, DH_in, 4, DH_out] (gate order i, f, z, o); bias: [NH, 4, DH].
+    """
+
+    def __init__(self, config: XLSTMConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        D, NH = config.hidden_size, config.slstm_num_heads
+        DH = D // NH
+        self.num_heads, self.head_dim = NH, DH
+        K = config.slstm_conv1d_kernel_size
+        self.conv1d = XLSTMCausalConv1d(D, K) if K > 0 else None
+        self.igate = XLSTMHeadwiseLinear(D, D, NH)
+        self.fgate = XLSTMHeadwiseLinear(D, D, NH)
+        self.zgate = XLSTMHeadwiseLinear(D, D, NH)
+        self.ogate = XLSTMHeadwiseLinear(D, D, NH)
+        self.recurrent_kernel = nn.Parameter(torch.empty(NH, DH, 4, DH))
+        self.bias = nn.Parameter(torch.empty(NH, 4, DH))
+        self.group_norm = XLSTMMultiHeadLayerNorm(
+            NH, DH, config.norm_eps, use_bias=False, force_float32=config.norm_reduction_force_float32
+        )
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None) -> torch.Tensor:
+        B, S, D = x.shape
+        conv_state, cell_state = read_layer_state(cache, self.layer_idx, batch_size=B)
+        if self.conv1d is not None:
+            x_in = x if mask is None else x * mask.unsqueeze(-1).to(x.dtype)
+            x_conv, conv_state = self.conv1d(x_in, conv_state)
+            x_conv = F.silu(x_conv)
+        else:
+            x_conv = x
+        gates = torch.stack([self.igate(x_conv), self.fgate(x_conv), self.zgate(x), self.ogate(x)], dim=2)
+        gates = gates.view(B, S, 4, self.num_heads, self.head_dim)
+        kernels = select_kernels(self.config.backend, x.device)
+        if S == 1 and cell_state is not None:
+            h, cell_state = kernels.slstm_step(
+                gates[:, 0], self.recurrent_kernel, self.bias, cell_state, None if mask is None else mask[:, 0]
+            )
+            h = h.unsqueeze(1)
+        else:
+            h, cell_state = kernels.slstm_sequence(gates, self.recurrent_kernel, self.bias, cell_state, mask)
+        write_layer_state(cache, self.layer_idx, conv_state, cell_state, self.config.inference_state_dtype)
+        return self.group_norm(self.dropout(h))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Feed-forward and the residual block
+# --------------------------------------------------------------------------------------------------------------
+
+_ACTIVATIONS = {"gelu": F.gelu, "silu": F.silu, "swish": F.silu, "relu": F.relu}
+
+
+class XLSTMFeedForward(nn.Module):
+    """Gated feed-forward: down(act(gate(x)) * up(x)); SwiGLU in the 7B style, GeLU-gated in the paper's."""
+
+    def __init__(self, config: XLSTMConfig):
+        super().__init__()
+        self.config = config
+        D, hidden = config.hidden_size, config.ffn_dim
+        self.ffn_dim = hidden
+        if config.weight_mode == "single":
+            self.proj_up_gate = nn.Linear(D, hidden, bias=config.use_bias)
+            self.proj_up = nn.Linear(D, hidden, bias=config.use_bias)
+        else:
+            self.proj_up_gate_z = nn.Linear(D, 2 * hidden, bias=config.use_bias)
+        self.proj_down = nn.Linear(hidden, D, bias=config.use_bias)
+        self.act_fn = _ACTIVATIONS[config.ffn_act_fn]
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.weight_mode == "single":
+            gate, up = self.proj_up_gate(x), self.proj_up(x)
+        else:
+            gate, up = self.proj_up_gate_z(x).split(self.ffn_dim, dim=-1)
+        return self.dropout(self.proj_down(self.act_fn(gate) * up))
+
+
+class XLSTMBlock(GradientCheckpointingLayer):
+    """Pre-norm residual block: x + mixer(norm(x)), then x + ffn(norm(x)) when the block has a feed-forward.
+
+    The mixer is an mLSTM or sLSTM layer per `config.block_types[layer_idx]`. The 7B style gives every block a
+    feed-forward; the paper style gives one to sLSTM blocks only (its mLSTM block is up-projected instead).
+    """
+
+    def __init__(self, config: XLSTMConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.block_type = config.block_types[layer_idx]
+        self.norm_mixer = make_norm(config, config.hidden_size)
+        if self.block_type == "slstm":
+            self.mixer = XLSTMSLSTMLayer(config, layer_idx)
+        elif config.block_style == "large":
+            self.mixer = XLSTMLargeMLSTMLayer(config, layer_idx)
+        else:
+            self.mixer = XLSTMPaperMLSTMLayer(config, layer_idx)
+        if config.block_style == "large" or self.block_type == "slstm":
+            self.norm_ffn = make_norm(config, config.hidden_size)
+            self.ffn = XLSTMFeedForward(config)
+        else:
+            self.norm_ffn = self.ffn = None
+
+    def forward(
+        self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None, cache: Cache | None = None
+    ) -> torch.Tensor:
+        hidden_states = hidden_states + self.mixer(self.norm_mixer(hidden_states), mask, cache)
+        if self.ffn is not None:
+            hidden_states = hidden_states + self.ffn(self.norm_ffn(hidden_states))
+        return hidden_states
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pre-trained model classes
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _small_init_std(dim: int) -> float:
+    """'Transformers without Tears' (Nguyen & Salazar, 2019) init: std = sqrt(2 / (5 dim))."""
+    return math.sqrt(2 / (5 * dim))
+
+
+def _wang_init_std(dim: int, num_blocks: int) -> float:
+    """Wang init of residual output projections (GPT-NeoX): std = 2 / (num_blocks sqrt(dim))."""
+    return 2 / num_blocks / math.sqrt(dim)
+
+
+def _slstm_forget_bias(config: XLSTMConfig, layer_idx: int) -> torch.Tensor:
+    """The paper's 'powerlaw_blockdependent' forget-gate bias of one head: deeper blocks remember longer."""
+    DH = config.slstm_head_dim
+    depth = layer_idx / (config.num_hidden_layers - 1) if config.num_hidden_layers > 1 else 0.0
+    position = torch.arange(DH, dtype=torch.float32) / max(DH - 1, 1)
+    return -(-5.0 + 12.0 * position ** (0.3 + 1.3 * depth))
+
+
+class XLSTMPreTrainedModel(PreTrainedModel):
+    config_class = XLSTMConfig
+    config: XLSTMConfig
+    base_model_prefix = "backbone"
+    main_input_name = "input_ids"
+    _no_split_modules = ["XLSTMBlock"]
+    supports_gradient_checkpointing = True
+    _is_stateful = True
+    _supports_cache_class = True
+
+    def __init__(self, config: XLSTMConfig, *inputs, **kwargs):
+        check_backend(config.backend)
+        super().__init__(config, *inputs, **kwargs)
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # transformers excludes class names containing "xlstm" because its own xLSTM has a custom cache; ours is
+        # a standard Cache of linear-attention layers, built by `DynamicCache(config=...)`.
+        return True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """The published initialisations: small init for input projections and embeddings, Wang init for
+        residual output projections, and the papers' gate biases."""
+        config = self.config
+        D, L = config.hidden_size, config.num_hidden_layers
+        small, wang = _small_init_std(D), _wang_init_std(D, L)
+
+        def linear_(layer: nn.Module | None, std: float) -> None:
+            if layer is None:
+                return
+            init.normal_(layer.weight, mean=0.0, std=std)
+            if getattr(layer, "bias", None) is not None:
+                init.zeros_(layer.bias)
+
+        if isinstance(module, (XLSTMRMSNorm, XLSTMLayerNorm, XLSTMMultiHeadLayerNorm)):
+            init.ones_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=small)
+        elif isinstance(module, XLSTMForCausalLM) and not config.tie_word_embeddings:
+            init.normal_(module.lm_head.weight, mean=0.0, std=small)
+        elif isinstance(module, XLSTMCausalConv1d):
+            # torch's default Conv1d init, as in the reference implementation
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            bound = 1 / math.sqrt(module.weight.shape[1] * module.weight.shape[2])
+            init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, XLSTMLargeMLSTMLayer):
+            NH = config.num_heads
+            forget_bias = torch.linspace(3.0, 6.0, NH)
+            if config.weight_mode == "single":
+                for layer in (module.q, module.k, module.v, module.ogate_preact):
+                    linear_(layer, small)
+                init.zeros_(module.igate_preact.weight)
+                init.zeros_(module.fgate_preact.weight)
+                init.constant_(module.igate_preact.bias, -10.0)
+                init.copy_(module.fgate_preact.bias, forget_bias)
+            else:
+                linear_(module.qkv_opreact, small)
+                init.zeros_(module.ifgate_preact.weight)
+                init.copy_(module.ifgate_preact.bias, torch.cat([torch.full((NH,), -10.0), forget_bias]))
+            linear_(module.out_proj, wang)
+        elif isinstance(module, XLSTMPaperMLSTMLayer):
+            for layer in (module.up_proj, module.q_proj, module.k_proj, module.v_proj):
+                linear_(layer, small)
+            linear_(module.down_proj, wang)
+            init.ones_(module.learnable_skip)
+            init.zeros_(module.igate.weight)
+            init.normal_(module.igate.bias, mean=0.0, std=0.1)
+            init.zeros_(module.fgate.weight)
+            init.copy_(module.fgate.bias, torch.linspace(3.0, 6.0, config.num_heads))
+        elif isinstance(module, XLSTMSLSTMLayer):
+            for layer in (module.igate, module.fgate, module.zgate, module.ogate):
+                linear_(layer, small)
+            if config.slstm_recurrent_weight_init == "zeros":
+                init.zeros_(module.recurrent_kernel)
+            else:
+                init.uniform_(module.recurrent_kernel, -1 / math.sqrt(D), 1 / math.sqrt(D))
+            self._init_slstm_bias(module)
+        elif isinstance(module, XLSTMFeedForward):
+            for name in ("proj_up_gate", "proj_up", "proj_up_gate_z"):
+                linear_(getattr(module, name, None), small)
+            linear_(module.proj_down, wang)
+
+    def _init_slstm_bias(self, module: XLSTMSLSTMLayer) -> None:
+        config, NH, DH = self.config, module.num_heads, module.head_dim
+        scheme = config.slstm_bias_init
+        if scheme == "standard":
+            bound = 1 / math.sqrt(config.hidden_size)
+            init.uniform_(module.bias, -bound, bound)
+            return
+        bias = torch.zeros(NH, 4, DH)
+        if scheme == "powerlaw_blockdependent":
+            bias[:, 1] = _slstm_forget_bias(config, module.layer_idx)
+        elif scheme == "small_init":
+            bias[:, 1] = torch.linspace(3.0, 6.0, DH)
+        init.copy_(module.bias, bias)
+
+
+class XLSTMModel(XLSTMPreTrainedModel):
+    """The xLSTM backbone: embedding, residual stack of blocks, optional output norm."""
+
+    def __init__(self, config: XLSTMConfig):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embedding_dropout = nn.Dropout(config.dropout if config.embedding_dropout else 0.0)
+        self.blocks = nn.ModuleList([XLSTMBlock(config, idx) for idx in range(config.num_hidden_layers)])
+        self.out_norm = make_norm(config, config.hidden_size) if config.add_out_norm else nn.Identity()
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
+        self.embeddings = new_embeddings
+
+    def _check_input_ids(self, input_ids: torch.Tensor) -> None:
+        if torch.compiler.is_compiling() or input_ids.numel() == 0:
+            return
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= self.config.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"input_ids contains token id {bad}, outside the vocabulary [0, {self.config.vocab_size - 1}] of this "
+                "model; check that the tokenizer matches the model (config.vocab_size)."
+            )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast | tuple:
+        """
+        Args:
+            input_ids: [B, S] token ids (or `inputs_embeds` [B, S, D], not both).
+            attention_mask: [B, S] (or [B, past + S]; the last S columns are used) with 0 at padding: a padded
+                position leaves every recurrent state untouched.
+            past_key_values: a Cache holding the recurrent states of a previous call; the sequence continues
+                from it and the cache is updated in place.
+            use_cache: return (and create if needed) the cache. Defaults to `config.use_cache` in eval mode.
+        Returns:
+            `BaseModelOutputWithPast` with `last_hidden_state` [B, S, D], `past_key_values` and, if asked,
+            `hidden_states` (embedding output and the output of every block; the last one after `out_norm`).
+        """
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds (got both or neither).")
+        if input_ids is not None:
+            self._check_input_ids(input_ids)
+            inputs_embeds = self.embeddings(input_ids)
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        if self.gradient_checkpointing and self.training and use_cache:
+            logger.warning_once("use_cache=True is incompatible with gradient checkpointing; setting use_cache=False.")
+            use_cache = False
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        cache = past_key_values if use_cache else None
+
+        B, S = inputs_embeds.shape[:2]
+        mask = None
+        if attention_mask is not None:
+            mask = attention_mask[:, -S:].to(device=inputs_embeds.device, dtype=torch.bool)
+
+        hidden_states = self.embedding_dropout(inputs_embeds)
+        all_hidden_states = [hidden_states] if output_hidden_states else None
+        for block in self.blocks:
+            hidden_states = block(hidden_states, mask, cache)
+            if output_hidden_states:
+                all_hidden_states.append(hidden_states)
+        hidden_states = self.out_norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states[-1] = hidden_states
+
+        outputs = BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            past_key_values=cache,
+            hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
+        )
+        return outputs if return_dict else outputs.to_tuple()
+
+
+class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
+    """xLSTM language model: the backbone and a linear LM head (tied to the embedding if configured)."""
+
+    _tied_weights_keys = {"lm_head.weight": "backbone.embeddings.weight"}
+
+    def __init__(self, config: XLSTMConfig):
+        super().__init__(config)
+        self.backbone = XLSTMModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
+        self.backbone.set_input_embeddings(new_embeddings)
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast | tuple:
+        """
+        Args:
+            labels: [B, S] token ids; the loss is the cross-entropy of predicting labels[:, t + 1] from position t
+                (shifted inside), ignoring -100.
+            logits_to_keep: compute logits for the last `logits_to_keep` positions only (0 = all), or for the
+                positions in a 1-D index tensor.
+        Returns:
+            `CausalLMOutputWithPast` with `logits` [B, S', V] in float32, soft-capped when configured.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :]).float()
+        logits = soft_cap(logits, self.config.output_logit_soft_cap)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+
+        result = CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+        )
+        return result if return_dict else result.to_tuple()
+
+
+__all__ = ["XLSTMPreTrainedModel", "XLSTMModel", "XLSTMForCausalLM", "XLSTMBlock"]
