@@ -7,6 +7,7 @@ Triton kernels are importable and native otherwise.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -37,20 +38,26 @@ NATIVE_KERNELS = KernelSet(
 )
 
 
-@lru_cache(maxsize=1)
-def triton_kernels() -> KernelSet | None:
-    """The Triton kernel set, or None when Triton or its kernels cannot be imported here."""
+@lru_cache(maxsize=None)
+def _triton_module(family: str):
+    """`modeling_xlstm.kernels.<family>.triton`, or None when Triton or that module cannot be imported."""
     try:
-        from .kernels.mlstm import triton as mlstm_triton  # noqa: F401
-        from .kernels.slstm import triton as slstm_triton  # noqa: F401
+        return importlib.import_module(f"modeling_xlstm.kernels.{family}.triton")
     except ImportError:
         return None
+
+
+def triton_kernels() -> KernelSet | None:
+    """The Triton kernels, native ones standing in for a family without Triton kernels; None if neither has."""
+    mlstm, slstm = _triton_module("mlstm"), _triton_module("slstm")
+    if mlstm is None and slstm is None:
+        return None
     return KernelSet(
-        mlstm_chunkwise=mlstm_triton.mlstm_chunkwise,
-        mlstm_parallel=mlstm_triton.mlstm_chunkwise,
-        mlstm_step=mlstm_triton.mlstm_recurrent_step,
-        slstm_sequence=slstm_triton.slstm_sequence,
-        slstm_step=slstm_triton.slstm_step,
+        mlstm_chunkwise=mlstm.mlstm_chunkwise if mlstm else NATIVE_KERNELS.mlstm_chunkwise,
+        mlstm_parallel=mlstm.mlstm_chunkwise if mlstm else NATIVE_KERNELS.mlstm_parallel,
+        mlstm_step=mlstm.mlstm_recurrent_step if mlstm else NATIVE_KERNELS.mlstm_step,
+        slstm_sequence=slstm.slstm_sequence if slstm else NATIVE_KERNELS.slstm_sequence,
+        slstm_step=slstm.slstm_step if slstm else NATIVE_KERNELS.slstm_step,
     )
 
 
