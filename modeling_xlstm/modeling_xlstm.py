@@ -441,6 +441,12 @@ class XLSTMPreTrainedModel(PreTrainedModel):
         # a standard Cache of linear-attention layers, built by `DynamicCache(config=...)`.
         return True
 
+    def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
+        # Our layers initialise the parameters of their child Linears themselves; transformers' shortcut for custom
+        # code would skip every module without direct parameters (the layers). `_init_weights` uses
+        # `transformers.initialization`, which leaves parameters loaded from a checkpoint untouched.
+        super()._initialize_weights(module, is_custom_code=False)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """The published initialisations: small init for input projections and embeddings, Wang init for
