@@ -31,3 +31,33 @@ def randomize_(model: torch.nn.Module, scale: float = 0.2, seed: int = 0) -> tor
     for param in model.parameters():
         param.add_(scale * torch.randn(param.shape, generator=g).to(param.dtype))
     return model
+
+
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "a recurrent network keeps a state that summarises the past",
+    "the matrix memory stores key value pairs with exponential gates",
+    "scalar memory mixes information across heads through recurrent weights",
+    "language models predict the next token from the tokens before it",
+    "padding tokens must not change what the model remembers",
+    "the dog sleeps while the fox runs through the forest",
+    "gates decide what to write into memory and what to forget",
+] * 4
+
+
+def build_tokenizer(corpus=CORPUS, vocab_size: int = 400):
+    """A small byte-level BPE tokenizer trained on `corpus` with the `tokenizers` library (no download)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>")
