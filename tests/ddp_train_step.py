@@ -38,7 +38,11 @@ def main(output_dir: str, per_device_batch: int) -> None:
     trainer.train()
     if trainer.is_world_process_zero():
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-        print("LOSSES " + json.dumps(losses))
+        print("LOSSES " + json.dumps(losses), flush=True)
+    if torch.distributed.is_initialized():
+        # tear the gloo group down explicitly: leaving it to interpreter exit can abort a rank (SIGABRT)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
