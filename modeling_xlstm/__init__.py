@@ -6,6 +6,7 @@ with `AutoModel` and `AutoModelForCausalLM`.
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .cache import XLSTMCache
 from .configuration_xlstm import XLSTMConfig
 from .modeling_xlstm import XLSTMForCausalLM, XLSTMModel, XLSTMPreTrainedModel
 
@@ -15,4 +16,4 @@ AutoConfig.register(XLSTMConfig.model_type, XLSTMConfig, exist_ok=True)
 AutoModel.register(XLSTMConfig, XLSTMModel, exist_ok=True)
 AutoModelForCausalLM.register(XLSTMConfig, XLSTMForCausalLM, exist_ok=True)
 
-__all__ = ["XLSTMConfig", "XLSTMForCausalLM", "XLSTMModel", "XLSTMPreTrainedModel", "__version__"]
+__all__ = ["XLSTMCache", "XLSTMConfig", "XLSTMForCausalLM", "XLSTMModel", "XLSTMPreTrainedModel", "__version__"]

@@ -1,31 +1,221 @@
-"""Reading and writing a block's recurrent state in a transformers `Cache`.
+"""The recurrent-state cache of an xLSTM model, on transformers' Cache API.
 
-Every block keeps its state in one `LinearAttentionLayer` of the cache (what `DynamicCache(config=...)` and
-`StaticCache(config=...)` build from `XLSTMConfig.layer_types`):
+`XLSTMCache` is a `transformers.cache_utils.Cache` whose layers are the standard linear-attention layers
+(`LinearAttentionLayer`, one per block, built from `XLSTMConfig.layer_types` exactly as `DynamicCache(config=...)`
+and `StaticCache(config=...)` build them). In each layer:
 
-- recurrent slots 0..k-1: the state tensors of the recurrence, mLSTM (C [B,NH,DHQK,DHV], n [B,NH,DHQK],
-  m [B,NH,1]) or sLSTM (h, c, n, m, each [B,NH,DH]), stored in `config.inference_state_dtype` (float32 by
-  default);
-- conv slot 0: the causal-conv buffer [B, F, K-1] (the last K-1 conv inputs), where the block has a conv.
+- recurrent slots 0..k-1 hold the state tensors of the block's recurrence: mLSTM (C [B,NH,DHQK,DHV], n [B,NH,DHQK],
+  m [B,NH,1]) or sLSTM (h, c, n, m, each [B,NH,DH]), in `config.inference_state_dtype` (float32 by default, also
+  under bf16 weights);
+- conv slot 0 holds the causal-conv buffer [B, F, K-1] (the last K-1 conv inputs), where the block has a conv.
 
-Tensors are updated in place (copy_), so their addresses stay fixed for CUDA graphs.
+The cache holds a fixed amount of memory whatever the number of tokens seen, and its tensors are updated in place
+(`copy_`), so their addresses stay fixed for torch.compile / CUDA graphs. On top of the plain layers it counts the
+tokens it has consumed (`get_seq_length`, which `generate()` needs to continue from a returned cache; a plain
+all-linear-attention `DynamicCache` cannot answer it), reorders beams in place, and knows the state shapes of the
+model it was built for, so that a cache from another model or batch is refused with a clear error before any
+compute. The model functions below also accept a plain `DynamicCache(config=model.config)` in `forward`.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import Cache, LinearAttentionCacheLayerMixin
+from transformers.cache_utils import (
+    Cache,
+    LinearAttentionCacheLayerMixin,
+    LinearAttentionLayer,
+    get_layer_types_and_kwargs,
+)
 
 _STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# per block: (shapes of the recurrent state tensors without the batch dim, shape of the conv buffer or None)
+LayerSignature = tuple[tuple[tuple[int, ...], ...], tuple[int, ...] | None]
+
+
+def expected_state_shapes(config) -> tuple[LayerSignature, ...]:
+    """The per-block state shapes (batch dimension left out) that a model built from `config` reads and writes."""
+    signature = []
+    for kind in config.block_types:
+        if kind == "slstm":
+            NH, DH = config.slstm_num_heads, config.slstm_head_dim
+            states = ((NH, DH),) * 4
+            K = config.slstm_conv1d_kernel_size
+            conv = (config.hidden_size, K - 1) if K > 0 else None
+        else:
+            NH = config.num_heads
+            DHQK, DHV = config.mlstm_head_dims()
+            states = ((NH, DHQK, DHV), (NH, DHQK), (NH, 1))
+            K = config.conv1d_kernel_size
+            conv = (config.mlstm_inner_dim, K - 1) if config.block_style == "paper" and K > 0 else None
+        signature.append((states, conv))
+    return tuple(signature)
+
+
+class XLSTMCache(Cache):
+    """Recurrent states of every block of an xLSTM model: O(1) memory in the number of tokens.
+
+    Args:
+        config: the model's `XLSTMConfig`.
+        compileable: mark the cache as compileable, as `generate(cache_implementation="static")` does; `generate()`
+            then compiles the decoding forward on devices where transformers auto-compiles (CUDA), or wherever a
+            `compile_config` asks for it. The tensors are the same either way (fixed shapes, updated in place).
+
+    Any extra keyword (such as `max_cache_len`) is accepted and ignored: a recurrent state has no length.
+
+    Example:
+        >>> cache = XLSTMCache(model.config)
+        >>> out = model(prompt_ids, past_key_values=cache, use_cache=True)      # prefill
+        >>> out = model(next_ids, past_key_values=cache, use_cache=True)        # continues from the state
+        >>> cache.get_seq_length()                                              # tokens consumed so far
+    """
+
+    def __init__(self, config, compileable: bool = False, **kwargs):
+        layer_types, per_layer_kwargs = get_layer_types_and_kwargs(config)
+        layers = [LinearAttentionLayer(**layer_kwargs) for layer_kwargs in per_layer_kwargs]
+        super().__init__(layers=layers)
+        self.compileable = compileable
+        self.state_shapes = expected_state_shapes(config)
+        self.state_dtype = _STATE_DTYPES[config.inference_state_dtype]
+        # A 0-d tensor rather than an int: it is advanced inside a (possibly compiled) forward without recompiling.
+        self._seen_tokens: torch.Tensor | None = None
+
+    @classmethod
+    def wrap(cls, cache: Cache, config) -> "XLSTMCache":
+        """An `XLSTMCache` sharing the layers of an empty plain cache (e.g. `DynamicCache(config=model.config)`), so
+        that states written through it land in `cache` too. A plain cache that already holds states cannot be
+        wrapped: it does not know how many tokens it has consumed, which `generate()` needs."""
+        check_cache(cache, config, batch_size=None)
+        if any(layer.has_previous_state[0] for layer in cache.layers):
+            raise ValueError(
+                f"generate() cannot continue from a {type(cache).__name__} that already holds states: it does not "
+                "count the tokens it has consumed. Continue from the XLSTMCache returned by the model or by generate() "
+                "(return_dict_in_generate=True), or start with XLSTMCache(model.config)."
+            )
+        wrapped = cls(config)
+        wrapped.layers = cache.layers
+        return wrapped
+
+    @property
+    def is_compileable(self) -> bool:
+        return self.compileable
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Number of tokens (padding columns included) the states have consumed since creation or `reset()`."""
+        return 0 if self._seen_tokens is None else int(self._seen_tokens)
+
+    def record_tokens(self, num_tokens: int, device: torch.device) -> None:
+        """Advance the token count by `num_tokens` (called by the model after each forward)."""
+        if self._seen_tokens is None:
+            self._seen_tokens = torch.zeros((), dtype=torch.long, device=device)
+            if not torch.compiler.is_compiling():
+                torch._dynamo.mark_static_address(self._seen_tokens)
+        self._seen_tokens.add_(num_tokens)
+
+    def has_state(self) -> bool:
+        return any(layer.has_previous_state[0] for layer in self.layers)
+
+    def reset(self) -> None:
+        """Zero every state and the token count, keeping the tensors (and their addresses)."""
+        super().reset()
+        if self._seen_tokens is not None:
+            self._seen_tokens.zero_()
+
+    def _map_states(self, fn, in_place: bool) -> None:
+        for layer in self.layers:
+            for slot in range(layer.number_of_states):
+                for initialized, store in (
+                    (layer.is_conv_states_initialized, layer.conv_states),
+                    (layer.is_recurrent_states_initialized, layer.recurrent_states),
+                ):
+                    if initialized[slot]:
+                        if in_place:
+                            store[slot].copy_(fn(store[slot]))
+                        else:
+                            store[slot] = fn(store[slot])
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Beam search: row b of every state becomes row beam_idx[b] (in place, so tensor addresses stay fixed)."""
+        self._map_states(lambda t: t.index_select(0, beam_idx.to(t.device)), in_place=True)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """Repeat every state `repeats` times along the batch (the batch size changes, so new tensors)."""
+        self._map_states(lambda t: t.repeat_interleave(repeats, dim=0), in_place=False)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep only the batch rows `indices` of every state."""
+        self._map_states(lambda t: t[indices.to(t.device)], in_place=False)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError(
+            "An xLSTM cache cannot be cropped: a recurrent state cannot forget its last tokens. Re-run the prompt "
+            "instead (speculative/assisted decoding is not supported for recurrent models)."
+        )
+
+    @property
+    def is_croppable(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(layers={len(self.layers)}, seen_tokens={self.get_seq_length()})"
 
 
 def _linear_layer(cache: Cache, layer_idx: int) -> LinearAttentionCacheLayerMixin:
     if layer_idx >= len(cache.layers) or not isinstance(cache.layers[layer_idx], LinearAttentionCacheLayerMixin):
         raise ValueError(
             f"The cache passed as past_key_values has no recurrent-state layer {layer_idx}; build it for this model, "
-            "e.g. DynamicCache(config=model.config), or let the model create it (use_cache=True)."
+            "e.g. XLSTMCache(model.config), or let the model create it (use_cache=True)."
         )
     return cache.layers[layer_idx]
+
+
+def check_cache(cache: Cache, config, batch_size: int | None) -> None:
+    """Refuse, before any compute, a cache that was built for another model or another batch size.
+
+    Checks the number of layers, their kind, and the shape of every state already held against what a model built
+    from `config` reads and writes.
+    """
+    if not isinstance(cache, Cache):
+        raise ValueError(
+            "past_key_values must be a transformers Cache (e.g. XLSTMCache(model.config)), got "
+            f"{type(cache).__name__}; tuples of tensors are not supported."
+        )
+    expected = expected_state_shapes(config)
+    if isinstance(cache, XLSTMCache) and cache.state_shapes != expected:
+        raise ValueError(
+            "The cache passed as past_key_values was built for another model (its state shapes differ from this "
+            "model's: different layer count, block kinds, heads or widths); create one for this model with "
+            "XLSTMCache(model.config), or pass none."
+        )
+    if len(cache.layers) != len(expected):
+        raise ValueError(
+            f"The cache passed as past_key_values has {len(cache.layers)} layers but this model has {len(expected)} "
+            "blocks: it was built for another model; create one with XLSTMCache(model.config), or pass none."
+        )
+    for layer_idx, (layer, (state_shapes, conv_shape)) in enumerate(zip(cache.layers, expected)):
+        layer = _linear_layer(cache, layer_idx)
+        if not layer.has_previous_state[0]:
+            continue
+        held = [
+            tuple(layer.recurrent_states[slot].shape)
+            for slot in range(layer.number_of_states)
+            if layer.is_recurrent_states_initialized[slot]
+        ]
+        if held and batch_size is not None and held[0][0] != batch_size:
+            raise ValueError(
+                f"The cache holds states for batch size {held[0][0]} but the input has batch size {batch_size}; "
+                "pass a cache created for this batch (or none, to start a new sequence)."
+            )
+        if isinstance(cache, XLSTMCache):
+            continue  # shapes were checked through its signature, and only this model's blocks write them
+        conv = tuple(layer.conv_states[0].shape[1:]) if layer.is_conv_states_initialized[0] else None
+        if [shape[1:] for shape in held] != list(state_shapes) or conv != conv_shape:
+            raise ValueError(
+                f"The cache passed as past_key_values holds, at layer {layer_idx}, states of shapes {held} (conv "
+                f"buffer {conv}) but this model's block {layer_idx} ({config.block_types[layer_idx]}) needs "
+                f"{[('B', *s) for s in state_shapes]} (conv buffer {conv_shape}): it was built for another "
+                "model; create one with XLSTMCache(model.config), or pass none."
+            )
 
 
 def read_layer_state(
@@ -65,7 +255,9 @@ def write_layer_state(
     layer = _linear_layer(cache, layer_idx)
     dtype = _STATE_DTYPES[state_dtype]
     for slot, tensor in enumerate(recurrent_state):
-        cache.update_recurrent_state(tensor.to(dtype), layer_idx, slot)
+        if not layer.is_recurrent_states_initialized[slot]:
+            layer.lazy_initialization(recurrent_states=tensor.to(dtype), state_idx=slot)
+        layer.recurrent_states[slot].copy_(tensor)
     if conv_state is not None:
         if not layer.is_conv_states_initialized[0]:
             layer.lazy_initialization(conv_states=conv_state, state_idx=0)

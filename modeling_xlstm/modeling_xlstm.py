@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import logging
 
 from .backend import check_backend, select_kernels
-from .cache import read_layer_state, write_layer_state
+from .cache import XLSTMCache, check_cache, read_layer_state, write_layer_state
 from .configuration_xlstm import XLSTMConfig
 
 logger = logging.get_logger(__name__)
@@ -421,6 +421,19 @@ def _slstm_forget_bias(config: XLSTMConfig, layer_idx: int) -> torch.Tensor:
     return -(-5.0 + 12.0 * position ** (0.3 + 1.3 * depth))
 
 
+_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
+
+
+def _foreign_xlstm_config_dict(pretrained_model_name_or_path, kwargs: dict) -> dict | None:
+    """The config.json of a transformers `xlstm` checkpoint (model_type "xlstm"), or None for anything else."""
+    hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+    try:
+        config_dict, _ = XLSTMConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
+    except (OSError, ValueError):
+        return None  # no readable config.json: let from_pretrained report it
+    return config_dict if config_dict.get("model_type") == "xlstm" else None
+
+
 class XLSTMPreTrainedModel(PreTrainedModel):
     config_class = XLSTMConfig
     config: XLSTMConfig
@@ -438,8 +451,32 @@ class XLSTMPreTrainedModel(PreTrainedModel):
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         # transformers excludes class names containing "xlstm" because its own xLSTM has a custom cache; ours is
-        # a standard Cache of linear-attention layers, built by `DynamicCache(config=...)`.
+        # a standard Cache of linear-attention layers (`XLSTMCache`, see `_prepare_cache_for_generation`).
         return True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, which also loads transformers' own `xlstm` checkpoints directly.
+
+        A folder or Hub repo whose config.json has `model_type: "xlstm"` (e.g. NX-AI/xLSTM-7b) is read without a
+        conversion step: its config is translated into an `XLSTMConfig` (block_style="large"; kernel names are
+        dropped, our `backend` picks kernels) and its weight names are mapped with transformers' `key_mapping`
+        (`norm_mlstm` -> `norm_mixer`, `mlstm_layer` -> `mixer`). Keyword arguments that are `XLSTMConfig` fields
+        (e.g. `backend="native"`) override the translated config. `save_pretrained` then writes our own format.
+        """
+        foreign = None
+        if kwargs.get("config") is None and pretrained_model_name_or_path is not None:
+            foreign = _foreign_xlstm_config_dict(pretrained_model_name_or_path, kwargs)
+        if foreign is None:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        from .conversion.formats import HF_XLSTM_KEY_MAPPING, hf_xlstm_config
+
+        overrides = {key: kwargs.pop(key) for key in list(kwargs) if key in XLSTMConfig.__annotations__}
+        kwargs["config"] = hf_xlstm_config(foreign, **overrides)
+        kwargs.setdefault("key_mapping", HF_XLSTM_KEY_MAPPING)
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model._weight_conversions = None  # save under our names, not transformers' xlstm names
+        return model
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
         # Our layers initialise the parameters of their child Linears themselves; transformers' shortcut for custom
@@ -548,9 +585,9 @@ class XLSTMModel(XLSTMPreTrainedModel):
     def _check_input_ids(self, input_ids: torch.Tensor) -> None:
         if torch.compiler.is_compiling() or input_ids.numel() == 0:
             return
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= self.config.vocab_size:
-            bad = low if low < 0 else high
+        outside = (input_ids < 0) | (input_ids >= self.config.vocab_size)
+        if outside.any():  # one host sync; the details only on failure
+            bad = int(input_ids[outside][0])
             raise ValueError(
                 f"input_ids contains token id {bad}, outside the vocabulary [0, {self.config.vocab_size - 1}] of this "
                 "model; check that the tokenizer matches the model (config.vocab_size)."
@@ -584,20 +621,33 @@ class XLSTMModel(XLSTMPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds (got both or neither).")
+            raise ValueError(
+                "Pass exactly one of input_ids or inputs_embeds (got both or neither); drop one of them "
+                "(inputs_embeds replaces the embedding lookup of input_ids)."
+            )
         if input_ids is not None:
             self._check_input_ids(input_ids)
-            inputs_embeds = self.embeddings(input_ids)
+        B, S = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        if attention_mask is not None and (
+            attention_mask.ndim != 2 or attention_mask.shape[0] != B or attention_mask.shape[1] < S
+        ):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but the input is [{B}, {S}]; pass a 2-D mask "
+                f"[{B}, {S}] (or [{B}, past + {S}]) with 0 at padding."
+            )
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         if self.gradient_checkpointing and self.training and use_cache:
             logger.warning_once("use_cache=True is incompatible with gradient checkpointing; setting use_cache=False.")
             use_cache = False
         if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+            past_key_values = XLSTMCache(self.config)
         cache = past_key_values if use_cache else None
+        if cache is not None and not torch.compiler.is_compiling():
+            check_cache(cache, self.config, B)
+        if input_ids is not None:
+            inputs_embeds = self.embeddings(input_ids)
 
-        B, S = inputs_embeds.shape[:2]
         mask = None
         if attention_mask is not None:
             mask = attention_mask[:, -S:].to(device=inputs_embeds.device, dtype=torch.bool)
@@ -611,6 +661,8 @@ class XLSTMModel(XLSTMPreTrainedModel):
         hidden_states = self.out_norm(hidden_states)
         if output_hidden_states:
             all_hidden_states[-1] = hidden_states
+        if isinstance(cache, XLSTMCache):
+            cache.record_tokens(S, hidden_states.device)
 
         outputs = BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
@@ -642,6 +694,78 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head = new_embeddings
+
+    # generate() ------------------------------------------------------------------------------------------------
+
+    def _prepare_cache_for_generation(
+        self, generation_config, model_kwargs: dict, generation_mode, batch_size: int, max_cache_length: int
+    ) -> None:
+        """generate() keeps the recurrent states in an `XLSTMCache` (O(1) memory per sequence).
+
+        `cache_implementation` None/"dynamic" gives a plain one, "static" one marked compileable (generate() then
+        compiles the decoding step where transformers auto-compiles, or wherever `compile_config` asks). A cache the
+        user passes is used and updated in place; an empty plain `DynamicCache(config=model.config)` is wrapped
+        (sharing its layers), since only an `XLSTMCache` can tell generate() how many tokens it has consumed.
+        """
+        user_cache = model_kwargs.get("past_key_values")
+        if user_cache is not None:
+            if not isinstance(user_cache, XLSTMCache):
+                model_kwargs["past_key_values"] = XLSTMCache.wrap(user_cache, self.config)
+            return super()._prepare_cache_for_generation(
+                generation_config, model_kwargs, generation_mode, batch_size, max_cache_length
+            )
+        if generation_config.use_cache is False:
+            return None
+        implementation = generation_config.cache_implementation
+        if implementation not in (None, "dynamic", "static"):
+            raise ValueError(
+                f"cache_implementation={implementation!r} is not supported by xLSTM models, whose cache is a "
+                'fixed-size recurrent state; use cache_implementation="static" (compileable) or "dynamic" (the default).'
+            )
+        model_kwargs["past_key_values"] = XLSTMCache(self.config, compileable=implementation == "static")
+        return None
+
+    def _valid_auto_compile_criteria(self, model_kwargs: dict, generation_config) -> bool:
+        """transformers compiles the decoding step on accelerators only; with a static (compileable) xLSTM cache, an
+        explicit `compile_config` compiles it on any device, CPU included."""
+        compile_config = generation_config.compile_config
+        cache = model_kwargs.get("past_key_values")
+        if compile_config is not None and isinstance(cache, XLSTMCache) and cache.is_compileable:
+            if compile_config._compile_all_devices is None:
+                compile_config._compile_all_devices = True
+        return super()._valid_auto_compile_criteria(model_kwargs, generation_config)
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        past_key_values: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
+    ) -> dict:
+        """Feed only the tokens the cache has not consumed, and the padding mask only where it can matter.
+
+        The mask is passed for the prompt (and every step without a cache), cut to the tokens fed; a generated token
+        is never padding, so decoding steps get none, which keeps the step's inputs fixed in shape for compilation.
+        """
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            past_key_values=past_key_values,
+            attention_mask=None,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
+        model_inputs.pop("attention_mask", None)
+        fed = model_inputs["input_ids"] if model_inputs.get("input_ids") is not None else model_inputs["inputs_embeds"]
+        length = fed.shape[1]
+        decoding = past_key_values is not None and length == 1 and not is_first_iteration
+        if attention_mask is not None and not decoding:
+            model_inputs["attention_mask"] = attention_mask[:, -length:].to(fed.device)
+        return model_inputs
 
     def forward(
         self,
