@@ -134,6 +134,12 @@ class XLSTMCache(Cache):
                         else:
                             store[slot] = fn(store[slot])
 
+    def detach_(self) -> "XLSTMCache":
+        """Cut the autograd graph at the current states (truncated backpropagation through time): the next
+        segment starts from these values, and its backward pass stops here."""
+        self._map_states(lambda t: t.detach(), in_place=False)
+        return self
+
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Beam search: row b of every state becomes row beam_idx[b] (in place, so tensor addresses stay fixed)."""
         self._map_states(lambda t: t.index_select(0, beam_idx.to(t.device)), in_place=True)
@@ -249,10 +255,25 @@ def write_layer_state(
     recurrent_state: tuple[torch.Tensor, ...],
     state_dtype: str,
 ) -> None:
-    """Store block `layer_idx`'s new state in the cache (in place); a no-op without a cache."""
+    """Store block `layer_idx`'s new state in the cache (in place); a no-op without a cache.
+
+    When autograd records the state (training through a carried state, e.g. backpropagation through several
+    segments), the tensors themselves are stored instead: an in-place copy would overwrite a state that the
+    backward pass of the previous segment still needs. `XLSTMCache.detach_()` cuts the graph between segments.
+    """
     if cache is None:
         return
     layer = _linear_layer(cache, layer_idx)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (*recurrent_state, conv_state) if t is not None):
+        for slot, tensor in enumerate(recurrent_state):
+            layer.recurrent_states[slot] = tensor
+            layer.is_recurrent_states_initialized[slot] = True
+        if conv_state is not None:
+            layer.conv_states[0] = conv_state
+            layer.conv_kernel_size[0] = conv_state.shape[-1]
+            layer.is_conv_states_initialized[0] = True
+        layer.has_previous_state[0] = True
+        return
     dtype = _STATE_DTYPES[state_dtype]
     for slot, tensor in enumerate(recurrent_state):
         if not layer.is_recurrent_states_initialized[slot]:

@@ -167,3 +167,44 @@ def test_torch_compile_traces_the_training_step_without_graph_breaks(style):
     ids = torch.randint(0, 97, (2, 12))
     explanation = torch._dynamo.explain(model)(ids, labels=ids)
     assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+@pytest.mark.parametrize("style", ["paper", "large"])
+def test_backprop_through_a_carried_state_equals_one_long_sequence(style):
+    """Stateful training: the final states of one segment are the initial states of the next, under autograd."""
+    ids = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(0))
+
+    def loss_and_grads(segments):
+        torch.manual_seed(0)
+        model = randomize_(XLSTMForCausalLM(tiny_config(style))).train()
+        logits, cache, start = [], None, 0
+        for length in segments:
+            out = model(ids[:, start : start + length], past_key_values=cache, use_cache=True)
+            logits.append(out.logits)
+            cache, start = out.past_key_values, start + length
+        logits = torch.cat(logits, dim=1)
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 97), ids[:, 1:].reshape(-1))
+        loss.backward()
+        return loss, {name: p.grad for name, p in model.named_parameters()}
+
+    whole_loss, whole_grads = loss_and_grads([20])
+    split_loss, split_grads = loss_and_grads([7, 1, 12])
+    torch.testing.assert_close(split_loss, whole_loss, atol=1e-5, rtol=0)
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(split_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_truncated_bptt_detaches_between_segments():
+    model = randomize_(XLSTMForCausalLM(tiny_config("paper"))).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    ids = torch.randint(0, 97, (2, 30), generator=torch.Generator().manual_seed(0))
+    cache = None
+    for start in range(0, 30, 10):
+        segment = ids[:, start : start + 10]
+        out = model(segment, labels=segment, past_key_values=cache, use_cache=True)
+        optimizer.zero_grad()
+        out.loss.backward()  # would fail ("backward through the graph a second time") without the detach
+        optimizer.step()
+        cache = out.past_key_values.detach_()
+        assert all(not t.requires_grad for layer in cache.layers for t in layer.recurrent_states.values() if t is not None)
+    assert cache.get_seq_length() == 30
