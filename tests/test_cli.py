@@ -1,0 +1,261 @@
+"""The bundled tiny model (hub_configs/xlstm-tiny-stdlib) and the `python -m modeling_xlstm` command line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import modeling_xlstm  # noqa: F401
+from modeling_xlstm.__main__ import bundled_model_dir, main
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLED = REPO / "hub_configs" / "xlstm-tiny-stdlib"
+PROMPT = "def fibonacci(n):"
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run(
+        [sys.executable, "-m", "modeling_xlstm", *args],
+        input=stdin, capture_output=True, text=True, timeout=300, cwd=REPO, env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    model = AutoModelForCausalLM.from_pretrained(BUNDLED).eval()
+    tokenizer = AutoTokenizer.from_pretrained(BUNDLED)
+    return model, tokenizer
+
+
+def greedy_text(model, tokenizer, prompt: str, max_new_tokens: int) -> tuple[str, int]:
+    inputs = tokenizer(prompt, return_tensors="pt")
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(output[0], skip_special_tokens=True), output.shape[1] - inputs.input_ids.shape[1]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The bundled model
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_bundled_folder_is_complete_and_small():
+    names = {path.name for path in BUNDLED.iterdir()}
+    for required in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                     "tokenizer_config.json", "README.md"):
+        assert required in names, f"{required} missing from {BUNDLED}"
+    total = sum(path.stat().st_size for path in BUNDLED.iterdir())
+    assert total < 10_000_000, f"the bundled model takes {total:,} bytes"
+    config = json.loads((BUNDLED / "config.json").read_text())
+    assert config["model_type"] == "xlstm_stack"
+    assert {"slstm", "mlstm"} <= set(config["block_types"]), config["block_types"]
+    card = (BUNDLED / "README.md").read_text()
+    assert "bits/byte" in card and "GPT-2" in card and "mLSTM blocks only" in card
+
+
+def test_cli_finds_the_bundled_model():
+    assert bundled_model_dir() == BUNDLED
+
+
+def test_bundled_model_generates_deterministically(bundled):
+    model, tokenizer = bundled
+    assert type(model).__name__ == "XLSTMForCausalLM"
+    first, new_tokens = greedy_text(model, tokenizer, PROMPT, 20)
+    second, _ = greedy_text(model, tokenizer, PROMPT, 20)
+    assert first == second
+    assert first.startswith(PROMPT)
+    assert new_tokens > 0 and first[len(PROMPT):].strip(), f"empty continuation: {first!r}"
+
+
+def test_bundled_model_has_learned_python(bundled):
+    """A trained model, not random weights: Python source is far more likely than shuffled tokens of it."""
+    model, tokenizer = bundled
+    text = "import os\n\n\ndef main(argv=None):\n    if argv is None:\n        argv = sys.argv[1:]\n    return 0\n"
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    order = torch.randperm(ids.shape[1] - 1, generator=torch.Generator().manual_seed(0)) + 1
+    shuffled = torch.cat([ids[:, :1], ids[:, order]], dim=1)
+    with torch.inference_mode():
+        loss = model(ids, labels=ids).loss.item()
+        loss_shuffled = model(shuffled, labels=shuffled).loss.item()
+    assert loss < 0.6 * loss_shuffled, (loss, loss_shuffled)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# generate
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_cli_generate_greedy_streams_the_models_text(bundled):
+    result = run_cli("generate", PROMPT, "--max-new-tokens", "20", "--greedy")
+    assert result.returncode == 0, result.stderr
+    expected, _ = greedy_text(*bundled, PROMPT, 20)
+    assert result.stdout.rstrip("\n") == expected.rstrip("\n")
+    continuation = result.stdout[len(PROMPT):]
+    assert continuation.strip()
+    assert any(token in continuation for token in ("(", ")", ":", "=", "return", "self", "if ", "#", "import")), (
+        f"not Python-like: {continuation!r}"
+    )
+
+
+def test_cli_generate_reads_stdin_and_prompt_files(tmp_path, capsys, bundled):
+    prompt = "import os\n\ndef "
+    expected, _ = greedy_text(*bundled, prompt, 8)
+    file = tmp_path / "prompt.py"
+    file.write_text(prompt, encoding="utf-8")
+    assert main(["generate", "--prompt-file", str(file), "--greedy", "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out.rstrip("\n") == expected.rstrip("\n")
+
+    result = run_cli("generate", "-", "--greedy", "--max-new-tokens", "8", "--no-stream", stdin=prompt)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip("\n") == expected.rstrip("\n")
+
+
+def test_cli_sampling_is_reproducible_with_a_seed(capsys):
+    args = ["generate", PROMPT, "--max-new-tokens", "12", "--temperature", "1.0", "--top-k", "50", "--seed", "3"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first
+    assert first.startswith(PROMPT)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Errors: exit status 2 and one line naming the problem and the fix
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_cli_missing_model_folder_exits_2(tmp_path):
+    result = run_cli("generate", PROMPT, "--model", str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "does not exist" in lines[0] and "--model" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "present, missing",
+    [
+        ({"config.json"}, "weights"),
+        ({"config.json", "model.safetensors"}, "tokenizer"),
+        ({"model.safetensors", "tokenizer.json"}, "config.json"),
+    ],
+)
+def test_cli_incomplete_model_folder(tmp_path, capsys, present, missing):
+    for name in present:
+        (tmp_path / name).write_text("{}")
+    assert main(["generate", PROMPT, "--model", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert f"no {missing}" in error and "--model" in error, error
+
+
+def test_cli_unloadable_model_exits_2(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{not json")
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert main(["generate", PROMPT, "--model", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("python -m modeling_xlstm generate: error: cannot load") and "\n" not in error, error
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"def f():\n    return '\xff\xfe'\n", "not valid UTF-8"),
+        (b"\x7fELF\x00\x00binary", "NUL bytes"),
+        (b"   \n\t\n", "prompt is empty"),
+    ],
+)
+def test_cli_malformed_prompt_file(tmp_path, capsys, content, message):
+    file = tmp_path / "prompt.txt"
+    file.write_bytes(content)
+    assert main(["generate", "--prompt-file", str(file)]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1, error
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prompt-file", "/nonexistent/prompt.py"], "does not exist"),
+        ([""], "prompt is empty"),
+        ([], "no prompt"),
+        ([PROMPT, "--prompt-file", "x.py"], "not both"),
+        ([PROMPT, "--greedy", "--temperature", "0.5"], "--temperature apply only to sampling"),
+    ],
+)
+def test_cli_prompt_errors(capsys, args, message):
+    assert main(["generate", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_sampling_values(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", PROMPT, "--top-p", "1.5"])
+    assert exit_info.value.code == 2
+    assert "--top-p" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------------------
+# help and convert
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_cli_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "generate" in out and "convert" in out
+
+
+def test_cli_convert_help_is_the_converters():
+    result = run_cli("convert", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "SRC" in result.stdout and "OUT" in result.stdout and "--from" in result.stdout
+
+
+def test_cli_convert_forwards_errors(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["convert", str(tmp_path / "missing.safetensors"), str(out)]) != 0
+    assert not out.exists()
+    assert capsys.readouterr().err.strip()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# examples/train_tiny.py: the held-out evaluation scores every token exactly once
+# --------------------------------------------------------------------------------------------------------------
+
+
+def load_train_tiny():
+    spec = importlib.util.spec_from_file_location("train_tiny", REPO / "examples" / "train_tiny.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_windows_cover_every_token_once():
+    train_tiny = load_train_tiny()
+    files = [[0] + list(range(100, 100 + n)) for n in (1, 7, 8, 9, 30)]
+    windows = train_tiny.eval_windows(files, block_size=8)
+    targets = [t for _, labels in windows for t in labels]
+    assert sorted(targets) == sorted(t for ids in files for t in ids[1:])
+    for inputs, labels in windows:
+        assert len(inputs) == len(labels) <= 8 and inputs[1:] == labels[:-1]
+
+
+def test_held_out_split_is_deterministic():
+    train_tiny = load_train_tiny()
+    names = [f"module_{i}.py" for i in range(1000)]
+    held = [n for n in names if train_tiny.is_held_out(n, 10)]
+    assert held == [n for n in names if train_tiny.is_held_out(n, 10)]
+    assert 50 < len(held) < 150
