@@ -39,12 +39,11 @@ import argparse
 import gc
 import math
 import os
-import platform
 import time
 from pathlib import Path
 from typing import NamedTuple
 
-from results import expect, record
+from results import cpu_name, expect, record
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_7B = ROOT / "hub_configs" / "xlstm-7b"
@@ -511,13 +510,7 @@ def device_text(device) -> str:
 
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    name = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {name}, {os.cpu_count()} cores, torch threads={torch.get_num_threads()}"
+    return f"CPU {cpu_name()}, {os.cpu_count()} cores, torch threads={torch.get_num_threads()}"
 
 
 def run(args) -> dict:

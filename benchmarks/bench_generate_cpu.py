@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
-from results import expect, record
+from results import cpu_name, expect, record
 
 COMPETITOR = "transformers xLSTMForCausalLM (5.23, native kernels, float32)"
 expect("cpu_generate_tok_s_b1", "CPU generate() new tokens/s, batch 1, small 7B-style config, vs transformers' xLSTM")
@@ -53,13 +52,7 @@ CONFIG_TEXT = "vocab 50304, hidden 512, 6 mLSTM blocks, 4 heads, qk 0.5, 7B styl
 
 
 def cpu_device(threads: int) -> str:
-    name = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {name}, {os.cpu_count()} cores shared with other processes, torch threads={threads}"
+    return f"CPU {cpu_name()}, {os.cpu_count()} cores shared with other processes, torch threads={threads}"
 
 
 def rss_mb() -> float:

@@ -65,6 +65,17 @@ def record(
     return entry
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (the machine type where that is unavailable)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
 def load_latest() -> dict[str, dict]:
     latest: dict[str, dict] = {}
     if RESULTS_JSONL.exists():
