@@ -175,6 +175,14 @@ def _linear_layer(cache: Cache, layer_idx: int) -> LinearAttentionCacheLayerMixi
     return cache.layers[layer_idx]
 
 
+def _check_batch_size(cached_batch: int, batch_size: int) -> None:
+    if cached_batch != batch_size:
+        raise ValueError(
+            f"The cache holds states for batch size {cached_batch} but the input has batch size {batch_size}; "
+            "pass a cache created for this batch (or none, to start a new sequence)."
+        )
+
+
 def check_cache(cache: Cache, config, batch_size: int | None) -> None:
     """Refuse, before any compute, a cache that was built for another model or another batch size.
 
@@ -207,11 +215,8 @@ def check_cache(cache: Cache, config, batch_size: int | None) -> None:
             for slot in range(layer.number_of_states)
             if layer.is_recurrent_states_initialized[slot]
         ]
-        if held and batch_size is not None and held[0][0] != batch_size:
-            raise ValueError(
-                f"The cache holds states for batch size {held[0][0]} but the input has batch size {batch_size}; "
-                "pass a cache created for this batch (or none, to start a new sequence)."
-            )
+        if held and batch_size is not None:
+            _check_batch_size(held[0][0], batch_size)
         if isinstance(cache, XLSTMCache):
             continue  # shapes were checked through its signature, and only this model's blocks write them
         conv = tuple(layer.conv_states[0].shape[1:]) if layer.is_conv_states_initialized[0] else None
@@ -238,12 +243,8 @@ def read_layer_state(
         if not layer.is_recurrent_states_initialized[slot]:
             break
         states.append(layer.recurrent_states[slot])
-    cached_batch = states[0].shape[0]
-    if cached_batch != batch_size:
-        raise ValueError(
-            f"The cache holds states for batch size {cached_batch} but the input has batch size {batch_size}; "
-            "pass a cache created for this batch (or none, to start a new sequence)."
-        )
+    # check_cache ran before the forward, except under torch.compile: this shape comparison costs no sync
+    _check_batch_size(states[0].shape[0], batch_size)
     conv_state = layer.conv_states[0] if layer.is_conv_states_initialized[0] else None
     return conv_state, tuple(states)
 
