@@ -76,7 +76,6 @@ class XLSTMCache(Cache):
         super().__init__(layers=layers)
         self.compileable = compileable
         self.state_shapes = expected_state_shapes(config)
-        self.state_dtype = _STATE_DTYPES[config.inference_state_dtype]
         # A 0-d tensor rather than an int: it is advanced inside a (possibly compiled) forward without recompiling.
         self._seen_tokens: torch.Tensor | None = None
 
@@ -143,14 +142,6 @@ class XLSTMCache(Cache):
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Beam search: row b of every state becomes row beam_idx[b] (in place, so tensor addresses stay fixed)."""
         self._map_states(lambda t: t.index_select(0, beam_idx.to(t.device)), in_place=True)
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        """Repeat every state `repeats` times along the batch (the batch size changes, so new tensors)."""
-        self._map_states(lambda t: t.repeat_interleave(repeats, dim=0), in_place=False)
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        """Keep only the batch rows `indices` of every state."""
-        self._map_states(lambda t: t[indices.to(t.device)], in_place=False)
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError(
