@@ -231,22 +231,18 @@ def paper_config(document: dict[str, Any]) -> PaperSettings:
     # Widths: the reference rounds proj_factor * dim with its own settings; make ours produce the same numbers.
     if len(slstm_at) < num_blocks:
         inner = _up_proj_dim(mlstm_factor, dim, mlstm)
-        if _try_config(settings).mlstm_inner_dim != inner:
-            settings["mlstm_proj_factor"] = inner / dim
-            if _try_config(settings).mlstm_inner_dim != inner:
-                raise ConversionError(
-                    f"the mLSTM inner width {inner} (proj_factor={mlstm_factor}, embedding_dim={dim}) is not a "
-                    "multiple of 64, which modeling_xlstm's paper-style mLSTM block requires"
-                )
+        _match_width(
+            settings, "mlstm_inner_dim", "mlstm_proj_factor", inner, dim,
+            f"the mLSTM inner width {inner} (proj_factor={mlstm_factor}, embedding_dim={dim}) is not a "
+            "multiple of 64, which modeling_xlstm's paper-style mLSTM block requires",
+        )
     if slstm_at:
         ffn_dim = _up_proj_dim(ffn_factor, dim, feedforward)
-        if _try_config(settings).ffn_dim != ffn_dim:
-            settings["ffn_proj_factor"] = ffn_dim / dim
-            if _try_config(settings).ffn_dim != ffn_dim:
-                raise ConversionError(
-                    f"the feed-forward width {ffn_dim} (proj_factor={ffn_factor}) cannot be expressed with "
-                    f"ffn_round_up_to_multiple_of={ffn_multiple}"
-                )
+        _match_width(
+            settings, "ffn_dim", "ffn_proj_factor", ffn_dim, dim,
+            f"the feed-forward width {ffn_dim} (proj_factor={ffn_factor}) cannot be expressed with "
+            f"ffn_round_up_to_multiple_of={ffn_multiple}",
+        )
     return PaperSettings(
         config=_try_config(settings),
         mlstm_bias=bias,
@@ -255,6 +251,16 @@ def paper_config(document: dict[str, Any]) -> PaperSettings:
         slstm_backend=slstm.get("backend", "cuda"),
         vocab_size=int(vocab_size),
     )
+
+
+def _match_width(settings: dict[str, Any], width: str, factor: str, target: int, dim: int, error: str) -> None:
+    """Make the config's derived `width` equal the reference's `target`: keep the reference factor if our
+    rounding already gives it, else use the exact factor target / dim; raise `error` if neither does."""
+    if getattr(_try_config(settings), width) == target:
+        return
+    settings[factor] = target / dim
+    if getattr(_try_config(settings), width) != target:
+        raise ConversionError(error)
 
 
 def _try_config(settings: dict[str, Any]) -> XLSTMConfig:
