@@ -54,6 +54,11 @@ MAX_HEAD_DIM = 256
 RESIDENT_MAX_HEAD_DIM = 64
 # Batch rows per program: the minimum M of `tl.dot`.
 BLOCK_B = 16
+# Software-pipelining depths to try, deepest first. Deeper pipelines prefetch the next step's inputs (and the next
+# chunks of a streamed R) into shared memory; at the default depth 3 the backward needs 120-156 KiB, which fits an
+# H100 (227 KiB per block) or A100 (163 KiB) but not an RTX 30xx/40xx (99 KiB). A launch that runs out of shared
+# memory is retried one stage shallower; depth 1 needs at most 68 KiB on every shape the kernels accept.
+NUM_STAGES = (3, 2, 1)
 
 
 def _interpreting() -> bool:
@@ -428,7 +433,7 @@ def _check(gates_x: torch.Tensor, recurrent_kernel: torch.Tensor, bias: torch.Te
         raise ValueError(f"recurrent_kernel must be [{NH}, {DH}, 4, {DH}], got {tuple(recurrent_kernel.shape)}")
     if tuple(bias.shape) != (NH, 4, DH):
         raise ValueError(f"bias must be [{NH}, 4, {DH}], got {tuple(bias.shape)}")
-    if not gates_x.is_cuda and not _interpreting():
+    if gates_x.device.type == "cpu" and not _interpreting():
         raise ValueError(
             "sLSTM Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for the CPU interpreter); "
             "use the native kernels on CPU."
@@ -448,6 +453,30 @@ def _num_warps(padded: int) -> int:
     return 4 if padded <= 32 else 8
 
 
+# (kernel, device, launch constants) -> the deepest pipeline that fitted, so the fallback costs one failed
+# launch per configuration and process, not one per call.
+_STAGES_THAT_FIT: dict[tuple, int] = {}
+
+
+def _launch(kernel, grid, device: torch.device, *args, **meta) -> None:
+    """Launch `kernel` at the deepest pipeline depth in NUM_STAGES whose shared memory fits this GPU."""
+    key = (kernel, str(device), tuple(sorted(meta.items())))
+    known = _STAGES_THAT_FIT.get(key)
+    depths = NUM_STAGES if known is None else (known,)
+    for depth in depths:
+        try:
+            kernel[grid](*args, **meta, num_stages=depth)
+        except triton.OutOfResources as err:
+            if depth == NUM_STAGES[-1]:
+                raise RuntimeError(
+                    f"the sLSTM Triton kernel does not fit this GPU even without pipelining ({err}). "
+                    "Use more sLSTM heads (a smaller head dim) or backend='native'."
+                ) from err
+            continue
+        _STAGES_THAT_FIT[key] = depth
+        return
+
+
 def _forward(gx, R, bias, h0, c0, n0, m0, mask, save: bool):
     """Launch the fused forward. All inputs contiguous; states/bias float32; R in the dot dtype."""
     B, S, _, NH, DH = gx.shape
@@ -463,7 +492,8 @@ def _forward(gx, R, bias, h0, c0, n0, m0, mask, save: bool):
     else:
         saved = (y, y, y, y)  # never touched (SAVE is a constexpr)
     grid = (triton.cdiv(B, BLOCK_B), NH)
-    _slstm_fwd_kernel[grid](
+    _launch(
+        _slstm_fwd_kernel, grid, gx.device,
         gx, R, bias, h0, c0, n0, m0, mask if mask is not None else y,
         y, *final, *saved,
         B, S,
@@ -481,7 +511,8 @@ def _backward(saved, c0, n0, m0, mask, R, dy, dht, dct, dnt, dmt):
     dg = torch.empty_like(gs)
     d0 = [torch.empty(B, NH, DH, device=gs.device, dtype=torch.float32) for _ in range(4)]
     grid = (triton.cdiv(B, BLOCK_B), NH)
-    _slstm_bwd_kernel[grid](
+    _launch(
+        _slstm_bwd_kernel, grid, gs.device,
         gs, cs, ns, ms, c0, n0, m0, mask if mask is not None else gs, R,
         dy, dht, dct, dnt, dmt,
         dg, *d0,
@@ -603,7 +634,8 @@ def slstm_step(
     new_state = tuple(torch.empty(B, NH, DH, device=gx.device, dtype=torch.float32) for _ in range(4))
     BN = min(DHP, 64)
     grid = (triton.cdiv(B, BLOCK_B), NH, triton.cdiv(DH, BN))
-    _slstm_step_kernel[grid](
+    _launch(
+        _slstm_step_kernel, grid, gx.device,
         gx, R, b, h0, c0, n0, m0, y if mask is None else mask.to(torch.uint8).contiguous(),
         y, *new_state,
         B,
