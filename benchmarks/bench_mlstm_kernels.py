@@ -11,9 +11,11 @@ Figures (issue 5, DESIGN §8), bf16 inputs, float32 states, median times in mill
   "triton"), batch 1, 8 heads, dqk 256, dv 512. Target: <= 0.05 ms.
 
 Competitor availability: every mlstm_kernels 2.0.6 Triton kernel (TFLA and the step) uses `tl.make_block_ptr`,
-which Triton 3.9 removed (it raises NotImplementedError; 3.5 still has it). When a competitor cannot run, its
-figure is recorded with theirs=None and the reason in the competitor field; to measure the ratios, run this
-script in an environment whose Triton still has block pointers (e.g. triton 3.5 with a matching torch).
+which Triton 3.9 removed (it raises NotImplementedError); Triton 3.6 (the one torch 2.11 pins) still has it, but
+compiling TFLA's forward kernel for sm_90 with it aborts the process in LLVM. So the competitor is measured in a
+child process (`isolated.py`): a crash costs its figure, not ours, and a child killed by a signal is retried once
+with DISABLE_LLVM_OPT=1, which the competitor field then states. When a competitor cannot run at all, its figure
+is recorded with theirs=None and the reason in the competitor field.
 
 Timing: triton.testing.do_bench (CUDA events, L2 flushed between repetitions, median).
 Run on a CUDA machine:  python benchmarks/bench_mlstm_kernels.py   (figures go to results.jsonl / RESULTS.md)
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from isolated import measure_isolated, write_child_result
 from results import expect, record
 
 TOKENS = 65536
@@ -139,18 +142,25 @@ def _step_fns():
     return ours, theirs
 
 
-def _try_bench(fn) -> tuple[float | None, str | None]:
-    """Time a competitor; (None, reason) when it cannot run here."""
-    try:
-        return _bench(fn), None
-    except Exception as exc:  # noqa: BLE001 - any failure of the competitor is reported, not fatal
-        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
+def _measure_theirs(job: str) -> dict:
+    """The child's work: time the competitor for one job ("chunk:B:S" or "step"), in milliseconds."""
+    if job == "step":
+        _, theirs = _step_fns()
+        return {"step": _bench(theirs)}
+    _, B, S = job.split(":")
+    fwd, fwdbwd = _chunk_fns(int(B), int(S), None)
+    return {"fwd": _bench(fwd), "fwdbwd": _bench(fwdbwd)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="measure but do not record")
+    parser.add_argument("--theirs-job", help=argparse.SUPPRESS)  # child process: what to measure
+    parser.add_argument("--child-json", help=argparse.SUPPRESS)  # child process: where to write it
     args = parser.parse_args()
+    if args.child_json:
+        write_child_result(args.child_json, _measure_theirs(args.theirs_job))
+        return 0
 
     import torch
 
@@ -172,10 +182,10 @@ def main() -> int:
     jobs = [("chunk", B, S) for B, S in CHUNK_SHAPES] + [("step", 1, 1)]
     rows = []
     for kind, B, S in tqdm(jobs, desc="mLSTM benchmarks"):
+        job = "step" if kind == "step" else f"chunk:{B}:{S}"
+        theirs, error, note = measure_isolated(__file__, ["--theirs-job", job])
+        theirs = theirs or {}
         if kind == "chunk":
-            theirs_fwd, theirs_fb = _chunk_fns(B, S, None)
-            (t_fwd, err_fwd), (t_fb, err_fb) = _try_bench(theirs_fwd), _try_bench(theirs_fb)
-            del theirs_fwd, theirs_fb
             best = None
             for cs in OUR_CHUNK_SIZES:
                 ours_fwd, ours_fb = _chunk_fns(B, S, cs)
@@ -187,16 +197,16 @@ def main() -> int:
             torch.cuda.empty_cache()
             cs, o_fwd, o_fb = best
             shape = f"B={B} S={S} NH={NH} dqk={DHQK} dv={DHV} bf16, ours chunk {cs}, TFLA chunk 128"
-            rows.append((_chunk_name("fwd", B, S), o_fwd, t_fwd, err_fwd, shape))
-            rows.append((_chunk_name("fwdbwd", B, S), o_fb, t_fb, err_fb, shape))
+            rows.append((_chunk_name("fwd", B, S), o_fwd, theirs.get("fwd"), error, note, shape))
+            rows.append((_chunk_name("fwdbwd", B, S), o_fb, theirs.get("fwdbwd"), error, note, shape))
         else:
-            ours, theirs = _step_fns()
+            ours, _ = _step_fns()
             shape = f"B=1 NH={STEP_NH} dqk={STEP_DHQK} dv={STEP_DHV} bf16 inputs, float32 state"
-            t_step, err_step = _try_bench(theirs)
-            rows.append((STEP_NAME, _bench(ours), t_step, err_step, shape))
+            rows.append((STEP_NAME, _bench(ours), theirs.get("step"), error, note, shape))
 
-    for name, ours_ms, theirs_ms, error, shape in rows:
+    for name, ours_ms, theirs_ms, error, note, shape in rows:
         competitor = "mlstm_kernels 2.0.6 " + ("triton step" if name == STEP_NAME else "chunkwise--triton_xl_chunk")
+        competitor += note
         if error is not None:
             competitor += f" (could not run: {error})"
             print(f"{name}: ours {ours_ms:.4f} ms, theirs not measured ({error})")

@@ -10,6 +10,9 @@ kernel and the bias) times, in milliseconds (median over CUDA-event-timed repeti
   the competitor note);
 * `xlstm` `sLSTMCell` with backend="vanilla" (its PyTorch per-step loop).
 
+Each competitor is timed in a child process (`isolated.py`), so that a failed runtime compile or a CUDA error in
+its kernel costs that figure only, not ours or the CUDA context of this run.
+
 Targets (issue 6): >= 30x faster than vanilla; not slower than the CUDA kernel (the FlashRNN paper reports
 about 3.2 ms forward and 9 ms forward+backward for its fused kernel on an H100 at this shape).
 
@@ -22,6 +25,7 @@ import argparse
 import statistics
 import sys
 
+from isolated import measure_isolated, write_child_result
 from results import expect, record
 
 B, T, HIDDEN = 16, 1024, 768
@@ -120,43 +124,57 @@ def _xlstm_cell(nh: int, backend: str, reps: int, warmup: int):
     return _time_ms(fwd, warmup, reps), _time_ms(fwdbwd, warmup, reps)
 
 
+COMPETITORS = {
+    "xlstm_cuda": ("cuda", "xlstm 2.0.6 sLSTM cuda backend"),
+    "xlstm_vanilla": ("vanilla", "xlstm 2.0.6 sLSTM vanilla (PyTorch) backend"),
+}
+
+
+def _measure_theirs(args) -> dict:
+    """The child's work: forward and forward+backward ms of one xlstm backend at args.heads[0] heads."""
+    backend = COMPETITORS[args.theirs][0]
+    reps, warmup = (args.vanilla_reps, 1) if backend == "vanilla" else (args.reps, 3)
+    fwd, fwdbwd = _xlstm_cell(args.heads[0], backend, reps, warmup)
+    return {"fwd": fwd, "fwdbwd": fwdbwd}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=20, help="timed repetitions of our kernel and the CUDA kernel")
     parser.add_argument("--vanilla-reps", type=int, default=3, help="timed repetitions of the slow vanilla loop")
     parser.add_argument("--heads", type=int, nargs="+", default=list(HEADS))
+    parser.add_argument("--theirs", choices=sorted(COMPETITORS), help=argparse.SUPPRESS)  # child: which backend
+    parser.add_argument("--child-json", help=argparse.SUPPRESS)  # child: where to write its times
     args = parser.parse_args()
 
     import torch
 
     if not torch.cuda.is_available():
         sys.exit("bench_slstm_kernels.py needs a CUDA GPU (Triton kernels and the xlstm CUDA backend); none found.")
+    if args.child_json:
+        write_child_result(args.child_json, _measure_theirs(args))
+        return
     device = torch.cuda.get_device_name()
+    reps = ["--reps", str(args.reps), "--vanilla-reps", str(args.vanilla_reps)]
 
     for nh in args.heads:
         shape = SHAPE.format(nh=nh, dh=HIDDEN // nh)
         ours_fwd, ours_fb = _ours(nh, args.reps)
         print(f"[{shape}] ours: forward {ours_fwd:.3f} ms, forward+backward {ours_fb:.3f} ms")
 
-        competitors = {}
-        try:
-            competitors["xlstm_cuda"] = (_xlstm_cell(nh, "cuda", args.reps, 3), "xlstm 2.0.6 sLSTM cuda backend")
-        except Exception as exc:  # the runtime nvcc compile fails on many machines: record that, don't abort
-            note = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
-            print(f"[{shape}] xlstm cuda backend unavailable: {note}")
-            competitors["xlstm_cuda"] = ((None, None), f"xlstm 2.0.6 sLSTM cuda backend (unavailable: {note})")
-        competitors["xlstm_vanilla"] = (
-            _xlstm_cell(nh, "vanilla", args.vanilla_reps, 1),
-            "xlstm 2.0.6 sLSTM vanilla (PyTorch) backend",
-        )
-
-        for key, ((their_fwd, their_fb), label) in competitors.items():
-            for kind, ours, theirs in (("fwd", ours_fwd, their_fwd), ("fwdbwd", ours_fb, their_fb)):
+        for key, (_, label) in COMPETITORS.items():
+            theirs, failure, note = measure_isolated(__file__, ["--theirs", key, "--heads", str(nh), *reps])
+            label += note
+            if failure is not None:  # the runtime nvcc compile fails on many machines: record that, don't abort
+                print(f"[{shape}] {key} unavailable: {failure}")
+                label += f" (unavailable: {failure})"
+            theirs = theirs or {}
+            for kind, ours in (("fwd", ours_fwd), ("fwdbwd", ours_fb)):
                 entry = record(
-                    _name(kind, nh, key), ours=ours, theirs=theirs, competitor=label, unit="ms", better="lower",
-                    device=device, shape=shape,
+                    _name(kind, nh, key), ours=ours, theirs=theirs.get(kind), competitor=label, unit="ms",
+                    better="lower", device=device, shape=shape,
                 )
-                shown = "-" if theirs is None else f"{theirs:.3f} ms, ratio {entry['ratio']}"
+                shown = "-" if theirs.get(kind) is None else f"{theirs[kind]:.3f} ms, ratio {entry['ratio']}"
                 print(f"[{shape}] {kind:7s} vs {key}: ours {ours:.3f} ms, theirs {shown}")
 
     print("Targets: >= 30x vs vanilla; <= the CUDA kernel (FlashRNN paper, H100: ~3.2 ms fwd, ~9 ms fwd+bwd).")

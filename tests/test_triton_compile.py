@@ -21,7 +21,7 @@ from modeling_xlstm.kernels.slstm import triton as slstm_triton  # noqa: E402
 
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 needs_toolchain = pytest.mark.skipif(
-    not os.path.exists(CUOBJDUMP), reason="the triton wheel's NVIDIA toolchain (ptxas, cuobjdump) is not on this platform"
+    not os.path.exists(CUOBJDUMP), reason="the triton wheel's NVIDIA toolchain (ptxas, cuobjdump) is not here"
 )
 
 

@@ -1,0 +1,88 @@
+"""Measure a competitor in a child process, so that a crash in its kernels costs that figure, not the run.
+
+Why: with the Triton 3.6 wheel (the one torch 2.11 pins), compiling mlstm_kernels 2.0.6's TFLA kernel
+`mlstm_chunkwise__parallel_fw_Hintra_kernel` for sm_90 aborts the whole Python process inside LLVM's SLP vectoriser
+(an assertion, SIGABRT; reproduced here by compiling it ahead of time, see kernels/compile_report.py). No
+`except` can catch that, and it would take our figures of the same run with it. A CUDA error in a competitor's
+kernel would likewise poison the process's CUDA context.
+
+Protocol: the benchmark script re-runs itself as the child with `--child-json PATH` (plus what to measure); the
+child writes its measurements as one JSON object to PATH and exits 0. If the child dies from a signal, it is run
+once more with Triton's LLVM optimisation pipeline switched off (`DISABLE_LLVM_OPT=1`, read by libtriton), which
+avoids the vectoriser; the returned note says so, because it may make the competitor slower than it would be with
+a Triton that compiles it normally.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+LLVM_WORKAROUND_ENV = {"DISABLE_LLVM_OPT": "1"}
+LLVM_WORKAROUND_NOTE = (
+    "; its Triton kernels compiled with DISABLE_LLVM_OPT=1 because the normal compile aborted the process "
+    "(Triton {triton} LLVM assertion), which may slow them"
+)
+
+
+def _triton_version() -> str:
+    try:
+        import triton
+
+        return triton.__version__
+    except ImportError:
+        return "?"
+
+
+def _describe_exit(code: int, stderr: str) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        what = f"child process killed by {name}"
+    else:
+        what = f"child process exited with status {code}"
+    last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or [""]
+    return f"{what}: {last[0][:200]}"
+
+
+def run_child(script: str | Path, args: list[str], timeout: float, extra_env: dict | None = None):
+    """Run `python script *args --child-json PATH`. Returns (the JSON the child wrote, None) or (None, reason)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "child.json"
+        env = dict(os.environ, **(extra_env or {}))
+        cmd = [sys.executable, str(script), *args, "--child-json", str(out)]
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None, f"child process timed out after {timeout:.0f} s"
+        sys.stdout.write(proc.stdout)
+        if proc.returncode != 0 or not out.exists():
+            return None, _describe_exit(proc.returncode, proc.stderr)
+        return json.loads(out.read_text()), None
+
+
+def measure_isolated(script: str | Path, args: list[str], timeout: float = 600) -> tuple[dict | None, str | None, str]:
+    """Run the child; after a death by signal, once more with the LLVM workaround.
+
+    Returns (measurements or None, why they are missing or None, a note for the competitor label: "" normally,
+    LLVM_WORKAROUND_NOTE when the workaround was needed)."""
+    result, failure = run_child(script, args, timeout)
+    if result is not None or "killed by" not in (failure or ""):
+        return result, failure, ""
+    print(f"competitor child crashed ({failure}); retrying with {LLVM_WORKAROUND_ENV}", flush=True)
+    retry, retry_failure = run_child(script, args, timeout, LLVM_WORKAROUND_ENV)
+    if retry is None:
+        return None, f"{failure}; with {LLVM_WORKAROUND_ENV}: {retry_failure}", ""
+    return retry, None, LLVM_WORKAROUND_NOTE.format(triton=_triton_version())
+
+
+def write_child_result(path: str | Path, result: dict) -> None:
+    """The child's side of the protocol."""
+    Path(path).write_text(json.dumps(result))
