@@ -16,17 +16,21 @@ How each side runs:
   token. Decode modes (`--decode-modes`): "compile-graph" (the step compiled by inductor, then captured), "graph"
   (the eager step captured), "eager" (no capture; CPU). Each listed mode is measured; the fastest is recorded, and
   the mode appears in the figure's shape.
-- theirs: transformers' xLSTM with `xlstm`/`mlstm-kernels` installed. Their Triton kernels are tried first
-  (`chunkwise--triton_xl_chunk`, `native_sequence__triton`, `triton`, as NX-AI run the 7B); mlstm-kernels 2.0.6's
-  Triton kernels use `tl.make_block_ptr`, which Triton 3.9 removed, so on this project's stack they fail and the
-  script falls back to their native kernels (`chunkwise--native_autograd`, `native_sequence__native`, `native`);
-  the `competitor` field says which ran. Their decode step goes through the same CUDA-graph harness (modes
-  `--their-decode-modes`), their cache is their default (`xLSTMCache`, states in the model dtype). For prefill and
-  time to first token their backbone runs on the prompt and the LM head on the last position only, as ours does
-  (their own forward would compute the logits of every prompt position; this is the like-for-like comparison).
+- theirs: transformers' xLSTM with `xlstm`/`mlstm-kernels` installed, measured after ours in a child process of
+  this script (`isolated.py`): compiling their TFLA kernel with the Triton 3.6 wheel aborts the process in LLVM,
+  which would take our figures with it. A crashed child is retried once with DISABLE_LLVM_OPT=1, and the
+  `competitor` field says so. Their Triton kernels are tried first (`chunkwise--triton_xl_chunk`,
+  `native_sequence__triton`, `triton`, as NX-AI run the 7B); where they raise (Triton 3.9 removed the
+  `tl.make_block_ptr` they use) the script falls back to their native kernels (`chunkwise--native_autograd`,
+  `native_sequence__native`, `native`); the `competitor` field says which ran. Their decode step goes through the
+  same CUDA-graph harness (modes `--their-decode-modes`), their cache is their default (`xLSTMCache`, states in the
+  model dtype). For prefill and time to first token their backbone runs on the prompt and the LM head on the last
+  position only, as ours does (their own forward would compute the logits of every prompt position; this is the
+  like-for-like comparison).
 
-Weights: ours is built on the device in bf16; theirs is built on the meta device and takes our tensors by name
-(`assign=True`: one copy of the weights, shared), before ours fuses its projections (a second copy of those).
+Weights: both processes build our model from seed 0 on the device; the child hands those tensors to theirs by
+name (`assign=True`, no copy) and drops ours, so both measure the same weights, each with the GPU to itself. Ours
+saves its last-position logits on a check prompt; the child reports how far theirs are from them.
 
     python benchmarks/bench_7b_inference.py                           # H100: all figures (several minutes)
     python benchmarks/bench_7b_inference.py --parts decode --batches 1 # a subset (a run is limited to 10 minutes)
@@ -43,6 +47,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from isolated import measure_isolated, write_child_result
 from results import cpu_name, expect, record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,23 +180,36 @@ def probe_their_kernels(theirs, device, vocab: int) -> tuple[str, str | None]:
         return " / ".join(THEIR_NATIVE_KERNELS), reason
 
 
-def build_models(scale: Scale, device, dtype, fuse: bool):
-    """Ours (on `device`, `dtype`, projections fused if asked) and theirs sharing our weights by name."""
+def build_ours(scale: Scale, device, dtype):
+    """Our model of the benchmark config, randomly initialised from seed 0 (so every process gets the same weights)."""
     import torch
-    from transformers.models.xlstm import xLSTMForCausalLM
 
     from modeling_xlstm import XLSTMForCausalLM
 
-    dtype_name = str(dtype).removeprefix("torch.")
-    config = our_config(scale, backend="auto")
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            ours = XLSTMForCausalLM(config).eval()
+            model = XLSTMForCausalLM(our_config(scale, backend="auto")).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    return model.requires_grad_(False)
+
+
+def theirs_from(ours):
+    """transformers' xLSTM taking the (unfused) weights of `ours` by name: built on meta, the tensors assigned, so
+    the two share one copy."""
+    import torch
+    from transformers.models.xlstm import xLSTMForCausalLM
+
+    dtype = ours.dtype
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
         with torch.device("meta"):
-            theirs = xLSTMForCausalLM(their_config(config, dtype_name, THEIR_NATIVE_KERNELS)).eval()
+            theirs = xLSTMForCausalLM(their_config(ours.config, str(dtype).removeprefix("torch."),
+                                                   THEIR_NATIVE_KERNELS)).eval()
     finally:
         torch.set_default_dtype(previous)
     renamed = {  # our names are theirs with "mixer"/"norm_mixer" for "mlstm_layer"/"norm_mlstm" (HF_XLSTM_KEY_MAPPING)
@@ -199,11 +217,7 @@ def build_models(scale: Scale, device, dtype, fuse: bool):
         for key, value in ours.state_dict().items()
     }
     theirs.load_state_dict(renamed, strict=True, assign=True)
-    if fuse:
-        ours.fuse_projections()
-    for model in (ours, theirs):
-        model.requires_grad_(False)
-    return ours, theirs
+    return theirs.requires_grad_(False)
 
 
 def param_bytes(model) -> int:
@@ -353,8 +367,8 @@ def sync(device) -> None:
 
 
 class PeakMemory:
-    """Peak GPU memory of one scenario attributable to one model: its own weights plus everything allocated above
-    the resting level (both models' weights) while the scenario ran. None on CPU."""
+    """Peak GPU memory of one scenario: the model's weights plus everything allocated above the resting level (the
+    weights) while the scenario ran. Each model is measured in a process of its own. None on CPU."""
 
     def __init__(self, device, own_weight_bytes: int):
         self.device, self.own = device, own_weight_bytes
@@ -451,7 +465,7 @@ def measure_decode(side, batch, prompts, scale, modes, device, vocab, own_bytes,
 
 
 def measure_ttft(side, prompt, repeats, device, vocab, own_bytes, progress):
-    """Best-of-`repeats` seconds from a batch-1 prompt to the first token id on the host (after one warm-up)."""
+    """Best-of-`repeats` milliseconds from a batch-1 prompt to the first token id on the host (after one warm-up)."""
     import torch
 
     ids = prompt_ids(1, prompt, vocab, device)
@@ -463,7 +477,7 @@ def measure_ttft(side, prompt, repeats, device, vocab, own_bytes, progress):
             int(side.first_token_logits(ids).argmax(-1)[0])  # the token on the host: includes the sync
             times.append(time.perf_counter() - start)
             progress.update(1)
-    return {"seconds": min(times[1:]), "peak_gb": peak.gb}
+    return {"ms": min(times[1:]) * 1e3, "peak_gb": peak.gb}
 
 
 def measure_prefill(side, shape, repeats, device, vocab, own_bytes, progress):
@@ -502,6 +516,8 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--no-fuse", action="store_true", help="keep our projections unfused (weight_mode single)")
     parser.add_argument("--no-theirs", action="store_true", help="measure ours only (theirs recorded as None)")
+    parser.add_argument("--child-json", help=argparse.SUPPRESS)  # child process: measure theirs, write JSON here
+    parser.add_argument("--compare-logits", help=argparse.SUPPRESS)  # child process: our check-prompt logits
     return parser.parse_args(argv)
 
 
@@ -513,10 +529,18 @@ def device_text(device) -> str:
     return f"CPU {cpu_name()}, {os.cpu_count()} cores, torch threads={torch.get_num_threads()}"
 
 
-def run(args) -> dict:
-    """Measure; return {"figures": [figure dicts], "competitor": ..., ...}. Records nothing (see `main`)."""
+class Setting(NamedTuple):
+    """What one run measures, resolved from the command line (the same in the parent and the child)."""
+
+    device: object
+    dtype: object
+    scale: Scale
+    parts: frozenset
+    modes: dict  # side label -> decode modes
+
+
+def resolve_setting(args) -> Setting:
     import torch
-    from tqdm import tqdm
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -524,102 +548,180 @@ def run(args) -> dict:
     if not args.small and device.type != "cuda":
         raise SystemExit("the 7B figures are GPU figures: use --device cuda, or --small for a CPU test run")
     scale = SMALL if args.small else FULL
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
-    parts = set(args.parts.split(","))
-    batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else scale.batches
+    scale = scale._replace(
+        batches=tuple(int(b) for b in args.batches.split(",")) if args.batches else scale.batches,
+        new_tokens=args.new_tokens or scale.new_tokens, repeats=args.repeats or scale.repeats,
+    )
     default_modes = "compile-graph,graph" if device.type == "cuda" else "eager"
-    our_modes = (args.decode_modes or default_modes).split(",")
-    their_modes = (args.their_decode_modes or default_modes).split(",")
-    n = args.new_tokens or scale.new_tokens
-    scale = scale._replace(new_tokens=n, repeats=args.repeats or scale.repeats)
+    modes = {"ours": (args.decode_modes or default_modes).split(","),
+             "theirs": (args.their_decode_modes or default_modes).split(",")}
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    return Setting(device, dtype, scale, frozenset(args.parts.split(",")), modes)
 
-    start = time.perf_counter()
-    ours_model, theirs_model = build_models(scale, device, dtype, fuse=not args.no_fuse)
-    vocab = ours_model.config.vocab_size
-    competitor_kernels, triton_failure = probe_their_kernels(theirs_model, device, vocab)
-    print(f"models built in {time.perf_counter() - start:.0f} s; their kernels: {competitor_kernels}"
-          + (f" (their Triton kernels failed: {triton_failure})" if triton_failure else ""))
-    free_memory(device)
-    ours, theirs = Ours(ours_model), Theirs(theirs_model)
-    bytes_ = {"ours": param_bytes(ours_model), "theirs": param_bytes(theirs_model)}
-    sides = [ours] if args.no_theirs else [ours, theirs]
-    modes = {"ours": our_modes, "theirs": their_modes}
 
-    # same weights: the two must agree on a short prompt (float32: closely; bf16: loosely, different kernels)
+def check_logits(side, vocab: int, device):
+    """Last-position logits of both models on one short prompt (same weights: they must agree)."""
+    import torch
+
     with torch.no_grad():
-        ids = prompt_ids(2, 80, vocab, device)
-        a, b = ours.first_token_logits(ids).float(), theirs.first_token_logits(ids).float()
-        logits_diff = (a - b).abs().max().item()
-    print(f"last-position logits, ours vs theirs on the same weights: max |diff| = {logits_diff:.3g}")
+        return side.first_token_logits(prompt_ids(2, 80, vocab, device)).float().cpu()
 
-    competitor = (f"transformers {__import__('transformers').__version__} xLSTMForCausalLM, {competitor_kernels}"
-                  + (" (their Triton kernels fail on this stack)" if triton_failure else ""))
-    config_text = (f"{'small 7B-style' if args.small else '7B'} config ({ours_model.config.num_hidden_layers} blocks, "
-                   f"hidden {ours_model.config.hidden_size}), {str(dtype).removeprefix('torch.')}, random weights, "
-                   f"ours {'fused' if not args.no_fuse else 'single'} projections")
-    figures = []
 
-    def add(name, better, unit, shape, values):
-        figures.append(dict(name=name, better=better, unit=unit, shape=f"{shape}; {config_text}",
-                            ours=values.get("ours"), theirs=values.get("theirs")))
+def measure_side(side, cfg: Setting, vocab: int) -> dict[str, dict]:
+    """Every requested scenario for one model: {figure name: what was measured}. JSON-ready (tokens as lists)."""
+    from tqdm import tqdm
 
-    if "decode" in parts:
-        total = sum(len(modes[s.label]) * len(scale.decode_prompts) for s in sides) * len(batches)
-        same_tokens = {}
-        with tqdm(total=total, desc="decode") as progress:
-            for batch in batches:
-                measured = {}
-                for side in sides:
-                    measured[side.label] = measure_decode(side, batch, scale.decode_prompts, scale, modes[side.label],
-                                                          device, vocab, bytes_[side.label], progress)
-                    side.caches.clear()
-                    free_memory(device)
-                for prompt in scale.decode_prompts:
-                    entries = {label: measured[label][prompt] for label in measured}
-                    for label, entry in entries.items():
-                        print(f"decode B={batch} P={prompt} {label}: {entry['modes']}")
-                    if "theirs" in entries and "tokens" in entries["ours"] and "tokens" in entries["theirs"]:
-                        same_tokens[(batch, prompt)] = bool(torch.equal(entries["ours"]["tokens"],
-                                                                        entries["theirs"]["tokens"]))
-                    shape = (f"B={batch}, prompt {prompt} (prefilled untimed), {n} greedy steps timed; ours: "
-                             f"{entries['ours'].get('mode')}, theirs: {entries.get('theirs', {}).get('mode')}")
-                    add(decode_name(batch, prompt), "higher", "new tokens/s", shape,
-                        {label: entry.get("tok_s") for label, entry in entries.items()})
-                    add(decode_name(batch, prompt) + PEAK_SUFFIX, "lower", "GB", shape,
-                        {label: entry.get("peak_gb") for label, entry in entries.items()})
-        print(f"greedy tokens identical to theirs (batch, prompt): {same_tokens}")
-    else:
-        same_tokens = {}
-
-    if "ttft" in parts:
-        with tqdm(total=len(sides) * len(scale.ttft_prompts) * (scale.repeats + 1), desc="time to first token") as bar:
-            for prompt in scale.ttft_prompts:
-                values = {}
-                for side in sides:
-                    values[side.label] = measure_ttft(side, prompt, scale.repeats, device, vocab, bytes_[side.label], bar)
-                    free_memory(device)
-                shape = f"B=1, prompt {prompt}, prompt in -> first token id on the host, best of {scale.repeats}"
-                add(ttft_name(prompt), "lower", "ms", shape, {k: v["seconds"] * 1e3 for k, v in values.items()})
-                add(ttft_name(prompt) + PEAK_SUFFIX, "lower", "GB", shape, {k: v["peak_gb"] for k, v in values.items()})
-
-    if "prefill" in parts:
-        with tqdm(total=len(sides) * (scale.repeats + 1), desc="prefill") as bar:
-            values = {}
-            for side in sides:
-                values[side.label] = measure_prefill(side, scale.prefill_shape, scale.repeats, device, vocab,
-                                                     bytes_[side.label], bar)
+    scale, device = cfg.scale, cfg.device
+    own = param_bytes(side.model)
+    modes = cfg.modes[side.label]
+    results = {}
+    if "decode" in cfg.parts:
+        total = len(modes) * len(scale.decode_prompts) * len(scale.batches)
+        with tqdm(total=total, desc=f"decode ({side.label})") as progress:
+            for batch in scale.batches:
+                measured = measure_decode(side, batch, scale.decode_prompts, scale, modes, device, vocab, own, progress)
+                for prompt, entry in measured.items():
+                    if "tokens" in entry:
+                        entry["tokens"] = entry["tokens"].tolist()
+                    results[decode_name(batch, prompt)] = entry
+                side.caches.clear()
                 free_memory(device)
+    if "ttft" in cfg.parts:
+        with tqdm(total=len(scale.ttft_prompts) * (scale.repeats + 1), desc=f"time to first token ({side.label})") as bar:
+            for prompt in scale.ttft_prompts:
+                results[ttft_name(prompt)] = measure_ttft(side, prompt, scale.repeats, device, vocab, own, bar)
+                free_memory(device)
+    if "prefill" in cfg.parts:
+        with tqdm(total=scale.repeats + 1, desc=f"prefill ({side.label})") as bar:
+            results[prefill_name(scale.prefill_shape)] = measure_prefill(
+                side, scale.prefill_shape, scale.repeats, device, vocab, own, bar
+            )
+            free_memory(device)
+    return results
+
+
+def child_args(args, logits_path: str) -> list[str]:
+    """The command line of the child that measures theirs: the parent's settings that concern theirs."""
+    out = ["--device", args.device, "--parts", args.parts, "--compare-logits", logits_path]
+    for flag, value in (("--dtype", args.dtype), ("--batches", args.batches), ("--repeats", args.repeats),
+                        ("--their-decode-modes", args.their_decode_modes), ("--new-tokens", args.new_tokens)):
+        if value is not None:
+            out += [flag, str(value)]
+    return out + (["--small"] if args.small else [])
+
+
+def measure_theirs_child(args) -> dict:
+    """The child's work: theirs on the same weights (built as ours is, then handed over), every requested part."""
+    import torch
+
+    cfg = resolve_setting(args)
+    ours_model = build_ours(cfg.scale, cfg.device, cfg.dtype)
+    theirs_model = theirs_from(ours_model)
+    del ours_model  # theirs holds the tensors
+    free_memory(cfg.device)
+    vocab = theirs_model.config.vocab_size
+    kernels, triton_failure = probe_their_kernels(theirs_model, cfg.device, vocab)
+    print(f"their kernels: {kernels}" + (f" (their Triton kernels failed: {triton_failure})" if triton_failure else ""))
+    theirs = Theirs(theirs_model)
+    ours_logits = torch.load(args.compare_logits, weights_only=True)
+    logits_diff = (check_logits(theirs, vocab, cfg.device) - ours_logits).abs().max().item()
+    return dict(results=measure_side(theirs, cfg, vocab), kernels=kernels, triton_failure=triton_failure,
+                logits_diff=logits_diff)
+
+
+def measure_theirs(args, ours_logits) -> tuple[dict | None, str]:
+    """Theirs, measured in a child process (see the module docstring); returns (child result or None, competitor)."""
+    import tempfile
+
+    import torch
+
+    transformers_version = __import__("transformers").__version__
+    with tempfile.TemporaryDirectory() as tmp:
+        logits_path = os.path.join(tmp, "ours_logits.pt")
+        torch.save(ours_logits, logits_path)
+        child, failure, note = measure_isolated(__file__, child_args(args, logits_path), timeout=3600)
+    if child is None:
+        return None, f"transformers {transformers_version} xLSTMForCausalLM (could not run: {failure})"
+    competitor = (f"transformers {transformers_version} xLSTMForCausalLM, {child['kernels']}"
+                  + (" (their Triton kernels fail on this stack)" if child["triton_failure"] else "") + note)
+    return child, competitor
+
+
+def figures(ours: dict, theirs: dict, cfg: Setting, config_text: str) -> list[dict]:
+    """The recorded figures: each measured scenario as ours vs theirs, plus its peak memory."""
+    scale = cfg.scale
+    out = []
+
+    def add(name, better, unit, shape, key):
+        mine, other = ours.get(name, {}), theirs.get(name, {})
+        shape = f"{shape}; {config_text}"
+        out.append(dict(name=name, better=better, unit=unit, shape=shape, ours=mine.get(key), theirs=other.get(key)))
+        out.append(dict(name=name + PEAK_SUFFIX, better="lower", unit="GB", shape=shape, ours=mine.get("peak_gb"),
+                        theirs=other.get("peak_gb")))
+
+    if "decode" in cfg.parts:
+        for batch in scale.batches:
+            for prompt in scale.decode_prompts:
+                name = decode_name(batch, prompt)
+                shape = (f"B={batch}, prompt {prompt} (prefilled untimed), {scale.new_tokens} greedy steps timed; ours: "
+                         f"{ours[name].get('mode')}, theirs: {theirs.get(name, {}).get('mode')}")
+                add(name, "higher", "new tokens/s", shape, "tok_s")
+    if "ttft" in cfg.parts:
+        for prompt in scale.ttft_prompts:
+            shape = f"B=1, prompt {prompt}, prompt in -> first token id on the host, best of {scale.repeats}"
+            add(ttft_name(prompt), "lower", "ms", shape, "ms")
+    if "prefill" in cfg.parts:
         B, T = scale.prefill_shape
         shape = f"B={B} x T={T} tokens per forward, last-position logits, best of {scale.repeats}"
-        add(prefill_name(scale.prefill_shape), "higher", "tokens/s", shape, {k: v["tok_s"] for k, v in values.items()})
-        add(prefill_name(scale.prefill_shape) + PEAK_SUFFIX, "lower", "GB", shape, {k: v["peak_gb"] for k, v in values.items()})
-
-    return dict(figures=figures, competitor=competitor, triton_failure=triton_failure, logits_diff=logits_diff,
-                same_tokens=same_tokens, device=device_text(device), dtype=str(dtype))
+        add(prefill_name(scale.prefill_shape), "higher", "tokens/s", shape, "tok_s")
+    return out
 
 
-def main(argv=None) -> dict:
+def run(args) -> dict:
+    """Measure ours here, then theirs in a child process; return {"figures": [figure dicts], "competitor": ...}.
+    Records nothing (see `main`)."""
+    cfg = resolve_setting(args)
+    device = cfg.device
+    start = time.perf_counter()
+    ours_model = build_ours(cfg.scale, device, cfg.dtype)
+    if not args.no_fuse:
+        ours_model.fuse_projections()
+    vocab = ours_model.config.vocab_size
+    print(f"our model built in {time.perf_counter() - start:.0f} s")
+    ours = Ours(ours_model)
+    ours_logits = check_logits(ours, vocab, device)
+    ours_results = measure_side(ours, cfg, vocab)
+    config_text = (f"{'small 7B-style' if args.small else '7B'} config ({ours_model.config.num_hidden_layers} blocks, "
+                   f"hidden {ours_model.config.hidden_size}), {str(cfg.dtype).removeprefix('torch.')}, random "
+                   f"weights, ours {'fused' if not args.no_fuse else 'single'} projections")
+    del ours, ours_model  # theirs gets the GPU to itself
+    free_memory(device)
+
+    child, competitor = (None, None) if args.no_theirs else measure_theirs(args, ours_logits)
+    theirs_results = child["results"] if child else {}
+    logits_diff = child["logits_diff"] if child else None
+    if child:
+        print(f"last-position logits, ours vs theirs on the same weights: max |diff| = {logits_diff:.3g}")
+    same_tokens = {
+        name: ours_results[name]["tokens"] == theirs_results[name]["tokens"]
+        for name in ours_results
+        if "tokens" in ours_results[name] and "tokens" in theirs_results.get(name, {})
+    }
+    if "decode" in cfg.parts:
+        for name, entry in ours_results.items():
+            if "modes" in entry:
+                print(f"{name} ours: {entry['modes']}; theirs: {theirs_results.get(name, {}).get('modes')}")
+        print(f"greedy tokens identical to theirs: {same_tokens}")
+    return dict(figures=figures(ours_results, theirs_results, cfg, config_text), competitor=competitor,
+                triton_failure=child["triton_failure"] if child else None, logits_diff=logits_diff,
+                same_tokens=same_tokens, device=device_text(device), dtype=str(cfg.dtype))
+
+
+def main(argv=None) -> dict | None:
     args = parse_args(argv)
+    if args.child_json:
+        write_child_result(args.child_json, measure_theirs_child(args))
+        return None
     result = run(args)
     write = not args.small or args.record
     for figure in result["figures"]:

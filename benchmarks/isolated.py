@@ -15,12 +15,14 @@ a Triton that compiles it normally.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 LLVM_WORKAROUND_ENV = {"DISABLE_LLVM_OPT": "1"}
@@ -53,18 +55,33 @@ def _describe_exit(code: int, stderr: str) -> str:
 
 
 def run_child(script: str | Path, args: list[str], timeout: float, extra_env: dict | None = None):
-    """Run `python script *args --child-json PATH`. Returns (the JSON the child wrote, None) or (None, reason)."""
+    """Run `python script *args --child-json PATH`. Returns (the JSON the child wrote, None) or (None, reason).
+
+    The child's output streams through (its progress bars included); the end of its stderr also goes into the
+    reason when it fails."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "child.json"
         env = dict(os.environ, **(extra_env or {}))
         cmd = [sys.executable, str(script), *args, "--child-json", str(out)]
-        try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        tail: collections.deque[str] = collections.deque(maxlen=20)
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            tail.append(line)
+        proc.wait()
+        timer.cancel()
+        if timed_out.is_set():
             return None, f"child process timed out after {timeout:.0f} s"
-        sys.stdout.write(proc.stdout)
         if proc.returncode != 0 or not out.exists():
-            return None, _describe_exit(proc.returncode, proc.stderr)
+            return None, _describe_exit(proc.returncode, "".join(tail))
         return json.loads(out.read_text()), None
 
 

@@ -46,10 +46,17 @@ def child(tmp_path):
     return script
 
 
-def test_child_measurement_comes_back(isolated, child, capsys):
+def test_child_measurement_comes_back(isolated, child, capfd):
     result, failure, note = isolated.measure_isolated(child, ["ok"], timeout=60)
     assert result == {"ms": 1.5, "mode": "ok"} and failure is None and note == ""
-    assert "child measured" in capsys.readouterr().out  # the child's progress is shown
+    assert "child measured" in capfd.readouterr().out  # the child's progress is shown
+
+
+def test_child_that_hangs_is_stopped_and_not_retried(isolated, tmp_path):
+    script = tmp_path / "hang.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    result, failure, note = isolated.measure_isolated(script, [], timeout=1)
+    assert result is None and failure == "child process timed out after 1 s" and note == ""
 
 
 def test_crashed_child_is_retried_without_llvm_optimisation_and_says_so(isolated, child):
