@@ -1,4 +1,9 @@
-"""Small configurations and weight randomization shared by the tests."""
+"""Small configurations, weight randomization and benchmark-script imports shared by the tests."""
+
+import contextlib
+import importlib
+import sys
+from pathlib import Path
 
 import torch
 
@@ -61,3 +66,16 @@ def build_tokenizer(corpus=CORPUS, vocab_size: int = 400):
     )
     tokenizer.train_from_iterator(corpus, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>")
+
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@contextlib.contextmanager
+def benchmark_module(name: str):
+    """Import `benchmarks/<name>.py` (the scripts import their siblings, e.g. `results`, by plain name)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))

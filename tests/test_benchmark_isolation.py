@@ -4,12 +4,8 @@ The children here stand in for a competitor whose Triton compile aborts the proc
 under Triton 3.6 for sm_90) unless DISABLE_LLVM_OPT=1 is set, and for one that fails with a Python error.
 """
 
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+from helpers import BENCHMARKS, benchmark_module
 
 CHILD = """
 import os, sys
@@ -30,13 +26,8 @@ write_child_result(sys.argv[sys.argv.index("--child-json") + 1], {{"ms": 1.5, "m
 
 @pytest.fixture(scope="module")
 def isolated():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import isolated
-
-        yield isolated
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with benchmark_module("isolated") as module:
+        yield module
 
 
 @pytest.fixture

@@ -3,15 +3,13 @@ against the float32 native reference on a small 7B-style model."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import benchmark_module
 
 from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def small_7b_config(**overrides) -> XLSTMConfig:
@@ -40,13 +38,8 @@ def perturbed_model(config: XLSTMConfig, seed: int = 0) -> XLSTMForCausalLM:
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_7b_inference
-
-        yield bench_7b_inference
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with benchmark_module("bench_7b_inference") as module:
+        yield module
 
 
 def test_benchmark_small_cpu_runs_both_implementations(bench, monkeypatch, tmp_path):
