@@ -461,9 +461,8 @@ _STAGES_THAT_FIT: dict[tuple, int] = {}
 def _launch(kernel, grid, device: torch.device, *args, **meta) -> None:
     """Launch `kernel` at the deepest pipeline depth in NUM_STAGES whose shared memory fits this GPU."""
     key = (kernel, str(device), tuple(sorted(meta.items())))
-    known = _STAGES_THAT_FIT.get(key)
-    depths = NUM_STAGES if known is None else (known,)
-    for depth in depths:
+    first = NUM_STAGES.index(_STAGES_THAT_FIT.get(key, NUM_STAGES[0]))
+    for depth in NUM_STAGES[first:]:
         try:
             kernel[grid](*args, **meta, num_stages=depth)
         except triton.OutOfResources as err:
