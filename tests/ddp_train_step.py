@@ -40,9 +40,12 @@ def main(output_dir: str, per_device_batch: int) -> None:
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         print("LOSSES " + json.dumps(losses), flush=True)
     if torch.distributed.is_initialized():
-        # tear the gloo group down explicitly: leaving it to interpreter exit can abort a rank (SIGABRT)
+        # Both ranks are done with collectives once they pass this barrier. Then leave without any teardown: gloo's
+        # destroy_process_group has hung a rank here after a finished run, and leaving the group to interpreter
+        # exit can abort one (SIGABRT).
         torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
