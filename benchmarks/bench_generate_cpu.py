@@ -197,17 +197,17 @@ def main() -> None:
 
     def step(sequence):
         cache, token = sequence
-        out = ours(token, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = ours(token, cache=cache, use_cache=True, logits_to_keep=1)
         return cache, out.logits[:, -1:].argmax(-1)
 
     with torch.no_grad():
         first = torch.randint(1, vocab, (1, 1), generator=generator)
         out = ours(first, use_cache=True)
-        early = (out.past_key_values, out.logits[:, -1:].argmax(-1))
+        early = (out.cache, out.logits[:, -1:].argmax(-1))
         for _ in range(50 - 1):
             early = step(early)
         out = ours(first, use_cache=True)
-        late = (out.past_key_values, out.logits[:, -1:].argmax(-1))
+        late = (out.cache, out.logits[:, -1:].argmax(-1))
         for t in tqdm(range(2, steps + 1), desc=f"decode to token {steps}"):
             late = step(late)
             if t == 50:

@@ -4,17 +4,21 @@ The conversion streams: tensors are read one at a time from the source (safetens
 memory-mapped `torch.load`), transformed, and collected into an output shard that is written as soon as it
 reaches `max_shard_size`. Peak memory is about one output shard, whatever the model size.
 
-Everything is written into a temporary folder next to OUT and renamed to OUT at the end; on any failure the
-temporary folder is removed, so a failed conversion leaves nothing behind.
+Everything is written into a temporary folder next to OUT and renamed to OUT at the end; on any failure (SIGTERM
+included) the temporary folder is removed, so a failed conversion leaves nothing behind, and folders left by a
+conversion killed outright (SIGKILL) are removed by the next conversion to the same OUT.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,6 +266,64 @@ def write_metadata(source: LoadedSource, folder: Path, dtype: torch.dtype) -> No
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Staging folders
+# --------------------------------------------------------------------------------------------------------------
+#
+# Output is written into `.OUT.partial-PID-XXXX` next to OUT and renamed at the end; an overwritten OUT is parked
+# in `.OUT.old-PID-XXXX` during the swap. A conversion killed with SIGKILL cannot clean up after itself, so the next
+# conversion to the same OUT removes the folders of dead processes (and puts back a parked OUT the swap lost).
+
+
+def _staging_prefix(out: Path, kind: str) -> str:
+    return f".{out.name}.{kind}-{os.getpid()}-"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_staging(out: Path) -> list[Path]:
+    """Remove the staging folders that dead conversions to `out` left next to it; returns what was removed."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(partial|old)-(\d+)-")
+    removed = []
+    for candidate in sorted(out.parent.iterdir()) if out.parent.is_dir() else []:
+        match = pattern.match(candidate.name)
+        if not match or not candidate.is_dir() or _process_alive(int(match.group(2))):
+            continue
+        parked = candidate / out.name
+        if match.group(1) == "old" and parked.is_dir() and not out.exists():
+            parked.rename(out)  # killed between parking the old OUT and renaming the new one: put it back
+            logger.warning(f"restored {out} from an interrupted overwrite")
+        shutil.rmtree(candidate, ignore_errors=True)
+        removed.append(candidate)
+    if removed:
+        logger.info(f"removed {len(removed)} staging folder(s) left by interrupted conversions to {out}")
+    return removed
+
+
+@contextlib.contextmanager
+def _terminate_as_exception():
+    """Turn SIGTERM into an exception while the output is written, so that cleanup runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # The entry point
 # --------------------------------------------------------------------------------------------------------------
 
@@ -299,6 +361,7 @@ def convert_checkpoint(
             wrongly shaped tensors, unsupported settings). Nothing is written in that case.
     """
     src, out = Path(src), Path(out)
+    clean_stale_staging(out)
     try:
         if out.exists() and not overwrite:
             raise ConversionError(f"the output folder {out} already exists; choose another one or pass overwrite")
@@ -309,17 +372,18 @@ def convert_checkpoint(
         raise error.with_context(f"cannot convert {src}") from None
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(out, "partial"), dir=out.parent))
     try:
-        num_shards, total_bytes, model_dtype = write_weights(source, staging, target_dtype, shard_bytes, progress)
-        write_metadata(source, staging, model_dtype)
-        if out.exists():  # overwrite: swap only now that the new folder is complete
-            backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(backup / out.name)
-            staging.rename(out)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            staging.rename(out)
+        with _terminate_as_exception():
+            num_shards, total_bytes, model_dtype = write_weights(source, staging, target_dtype, shard_bytes, progress)
+            write_metadata(source, staging, model_dtype)
+            if out.exists():  # overwrite: swap only now that the new folder is complete
+                backup = Path(tempfile.mkdtemp(prefix=_staging_prefix(out, "old"), dir=out.parent))
+                out.rename(backup / out.name)
+                staging.rename(out)
+                shutil.rmtree(backup, ignore_errors=True)
+            else:
+                staging.rename(out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -48,7 +48,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute blocks in backward")
+    parser.add_argument(
+        "--activation-checkpointing", action="store_true", help="recompute blocks in the backward pass (less memory)"
+    )
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters on the projections (needs peft)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
@@ -138,7 +140,7 @@ def main() -> None:
         warmup_steps=min(20, args.max_steps // 10),
         logging_steps=10,
         save_steps=max(50, args.max_steps // 2),
-        gradient_checkpointing=args.gradient_checkpointing,
+        activation_checkpointing=args.activation_checkpointing,
         report_to=[],
         seed=args.seed,
     )

@@ -65,8 +65,8 @@ class XLSTMCache(Cache):
 
     Example:
         >>> cache = XLSTMCache(model.config)
-        >>> out = model(prompt_ids, past_key_values=cache, use_cache=True)      # prefill
-        >>> out = model(next_ids, past_key_values=cache, use_cache=True)        # continues from the state
+        >>> out = model(prompt_ids, cache=cache)       # prefill (the cache is updated in place)
+        >>> out = model(next_ids, cache=cache)         # continues from the state
         >>> cache.get_seq_length()                                              # tokens consumed so far
     """
 
@@ -160,7 +160,7 @@ class XLSTMCache(Cache):
 def _linear_layer(cache: Cache, layer_idx: int) -> LinearAttentionCacheLayerMixin:
     if layer_idx >= len(cache.layers) or not isinstance(cache.layers[layer_idx], LinearAttentionCacheLayerMixin):
         raise ValueError(
-            f"The cache passed as past_key_values has no recurrent-state layer {layer_idx}; build it for this model, "
+            f"The cache passed to the model has no recurrent-state layer {layer_idx}; build it for this model, "
             "e.g. XLSTMCache(model.config), or let the model create it (use_cache=True)."
         )
     return cache.layers[layer_idx]
@@ -182,19 +182,19 @@ def check_cache(cache: Cache, config, batch_size: int | None) -> None:
     """
     if not isinstance(cache, Cache):
         raise ValueError(
-            "past_key_values must be a transformers Cache (e.g. XLSTMCache(model.config)), got "
+            "The cache must be a transformers Cache (e.g. XLSTMCache(model.config)), got "
             f"{type(cache).__name__}; tuples of tensors are not supported."
         )
     expected = expected_state_shapes(config)
     if isinstance(cache, XLSTMCache) and cache.state_shapes != expected:
         raise ValueError(
-            "The cache passed as past_key_values was built for another model (its state shapes differ from this "
+            "The cache passed to the model was built for another model (its state shapes differ from this "
             "model's: different layer count, block kinds, heads or widths); create one for this model with "
             "XLSTMCache(model.config), or pass none."
         )
     if len(cache.layers) != len(expected):
         raise ValueError(
-            f"The cache passed as past_key_values has {len(cache.layers)} layers but this model has {len(expected)} "
+            f"The cache passed to the model has {len(cache.layers)} layers but this model has {len(expected)} "
             "blocks: it was built for another model; create one with XLSTMCache(model.config), or pass none."
         )
     for layer_idx, (layer, (state_shapes, conv_shape)) in enumerate(zip(cache.layers, expected)):
@@ -213,7 +213,7 @@ def check_cache(cache: Cache, config, batch_size: int | None) -> None:
         conv = tuple(layer.conv_states[0].shape[1:]) if layer.is_conv_states_initialized[0] else None
         if [shape[1:] for shape in held] != list(state_shapes) or conv != conv_shape:
             raise ValueError(
-                f"The cache passed as past_key_values holds, at layer {layer_idx}, states of shapes {held} (conv "
+                f"The cache passed to the model holds, at layer {layer_idx}, states of shapes {held} (conv "
                 f"buffer {conv}) but this model's block {layer_idx} ({config.block_types[layer_idx]}) needs "
                 f"{[('B', *s) for s in state_shapes]} (conv buffer {conv_shape}): it was built for another "
                 "model; create one with XLSTMCache(model.config), or pass none."

@@ -84,7 +84,7 @@ class XLSTMConfig(PreTrainedConfig):
     """
 
     model_type = "xlstm_stack"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the name from transformers 5.24 on, and before
     attribute_map = {
         "embedding_dim": "hidden_size",
         "num_blocks": "num_hidden_layers",
@@ -138,7 +138,13 @@ class XLSTMConfig(PreTrainedConfig):
         # aliases used by the xlstm package and transformers' own xLSTM (see `attribute_map`)
         for alias, name in self.attribute_map.items():
             if alias in kwargs:
-                setattr(self, name, kwargs.pop(alias))
+                value = kwargs.pop(alias)
+                default = type(self).__dataclass_fields__[name].default
+                if getattr(self, name) not in (value, default):
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r} and its alias {alias}={value!r} disagree; give only one of them."
+                    )
+                setattr(self, name, value)
         if self.block_style not in BLOCK_STYLES:
             raise ValueError(f"block_style must be one of {BLOCK_STYLES}, got {self.block_style!r}.")
         for name, default in _STYLE_DEFAULTS[self.block_style].items():

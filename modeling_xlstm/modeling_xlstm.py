@@ -20,11 +20,18 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import logging
 
 from .backend import check_backend, select_kernels
 from .cache import XLSTMCache, check_cache, read_layer_state, write_layer_state
+from .compat import (
+    CACHE_NAME,
+    OTHER_CACHE_NAME,
+    XLSTMCausalLMOutput,
+    XLSTMGenerationHooks,
+    XLSTMModelOutput,
+    resolve_cache_argument,
+)
 from .configuration_xlstm import XLSTMConfig
 
 logger = logging.get_logger(__name__)
@@ -443,6 +450,9 @@ class XLSTMPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _is_stateful = True
     _supports_cache_class = True
+    # what generate() and transformers' test mixins read: an XLSTMCache has fixed shapes, updated in place, and the
+    # forward compiles without graph breaks (checks that need a host sync are skipped while compiling)
+    _can_compile_fullgraph = True
 
     def __init__(self, config: XLSTMConfig, *inputs, **kwargs):
         check_backend(config.backend)
@@ -585,7 +595,7 @@ class XLSTMModel(XLSTMPreTrainedModel):
     def _check_input_ids(self, input_ids: torch.Tensor) -> None:
         # skipped where a host sync is impossible or costly: under torch.compile and while a CUDA graph is captured
         # (a decode step captured once and replayed per token must not read a tensor back on the host)
-        if torch.compiler.is_compiling() or input_ids.numel() == 0:
+        if torch.compiler.is_compiling():
             return
         if input_ids.is_cuda and torch.cuda.is_current_stream_capturing():
             return
@@ -597,41 +607,36 @@ class XLSTMModel(XLSTMPreTrainedModel):
                 "model; check that the tokenizer matches the model (config.vocab_size)."
             )
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> BaseModelOutputWithPast | tuple:
-        """
-        Args:
-            input_ids: [B, S] token ids (or `inputs_embeds` [B, S, D], not both).
-            attention_mask: [B, S] (or [B, past + S]; the last S columns are used) with 0 at padding: a padded
-                position leaves every recurrent state untouched.
-            past_key_values: a Cache holding the recurrent states of a previous call; the sequence continues
-                from it and the cache is updated in place.
-            use_cache: return (and create if needed) the cache. Defaults to `config.use_cache` in eval mode.
-        Returns:
-            `BaseModelOutputWithPast` with `last_hidden_state` [B, S, D], `past_key_values` and, if asked,
-            `hidden_states` (embedding output and the output of every block; the last one after `out_norm`).
-        """
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+    def _check_inputs(
+        self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, attention_mask: torch.Tensor | None
+    ) -> tuple[int, int]:
+        """Refuse malformed inputs with an error that says what to pass instead; returns (B, S)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError(
                 "Pass exactly one of input_ids or inputs_embeds (got both or neither); drop one of them "
                 "(inputs_embeds replaces the embedding lookup of input_ids)."
             )
         if input_ids is not None:
-            self._check_input_ids(input_ids)
-        B, S = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+            if input_ids.ndim != 2:
+                raise ValueError(
+                    f"input_ids has shape {tuple(input_ids.shape)}; it must be 2-D [batch, sequence]. For a single "
+                    "sequence add the batch dimension: input_ids[None] (or tokenizer(..., return_tensors='pt'))."
+                )
+            if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+                raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}.")
+            B, S = input_ids.shape
+        else:
+            D = self.config.hidden_size
+            if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != D:
+                raise ValueError(
+                    f"inputs_embeds has shape {tuple(inputs_embeds.shape)}; it must be [batch, sequence, {D}] "
+                    f"(hidden_size={D} of this model), e.g. model.get_input_embeddings()(input_ids)."
+                )
+            B, S = inputs_embeds.shape[:2]
+        if B == 0 or S == 0:
+            raise ValueError(
+                f"The input is empty (batch {B}, sequence length {S}); pass at least one token per row."
+            )
         if attention_mask is not None and (
             attention_mask.ndim != 2 or attention_mask.shape[0] != B or attention_mask.shape[1] < S
         ):
@@ -639,16 +644,60 @@ class XLSTMModel(XLSTMPreTrainedModel):
                 f"attention_mask has shape {tuple(attention_mask.shape)} but the input is [{B}, {S}]; pass a 2-D mask "
                 f"[{B}, {S}] (or [{B}, past + {S}]) with 0 at padding."
             )
-        if use_cache is None:
-            use_cache = self.config.use_cache and not self.training
-        if self.gradient_checkpointing and self.training and use_cache:
-            logger.warning_once("use_cache=True is incompatible with gradient checkpointing; setting use_cache=False.")
-            use_cache = False
-        if use_cache and past_key_values is None:
-            past_key_values = XLSTMCache(self.config)
-        cache = past_key_values if use_cache else None
-        if cache is not None and not torch.compiler.is_compiling():
-            check_cache(cache, self.config, B)
+        if input_ids is not None:
+            self._check_input_ids(input_ids)
+        return B, S
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> XLSTMModelOutput | tuple:
+        """
+        Args:
+            input_ids: [B, S] token ids (or `inputs_embeds` [B, S, D], not both).
+            attention_mask: [B, S] (or [B, past + S]; the last S columns are used) with 0 at padding: a padded
+                position leaves every recurrent state untouched.
+            cache: a Cache holding the recurrent states of a previous call (`past_key_values` is accepted as the
+                older name of the same argument); the sequence continues from it and it is updated in place and
+                returned, whatever `use_cache` says.
+            use_cache: without a `cache`, create one and return it. Defaults to `config.use_cache` in eval mode.
+        Returns:
+            `BaseModelOutputWithPast` with `last_hidden_state` [B, S, D], the cache (as `.cache`; also readable as
+            `.past_key_values`) and, if asked, `hidden_states` (embedding output and the output of every block; the
+            last one after `out_norm`).
+        """
+        cache = resolve_cache_argument(cache, past_key_values)
+        _check_no_unused_inputs(kwargs, "XLSTMModel.forward")
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        B, S = self._check_inputs(input_ids, inputs_embeds, attention_mask)
+        if cache is not None:
+            if self.gradient_checkpointing and self.training:
+                raise ValueError(
+                    "A cache cannot be carried through a forward with gradient checkpointing: the recomputation in "
+                    "the backward pass would read the already-updated state. Call model.activation_checkpointing_disable() "
+                    "for stateful training, or pass no cache."
+                )
+            if not torch.compiler.is_compiling():
+                check_cache(cache, self.config, B)
+        else:
+            if use_cache is None:
+                use_cache = self.config.use_cache and not self.training
+            if self.gradient_checkpointing and self.training and use_cache:
+                logger.warning_once("use_cache=True is incompatible with gradient checkpointing; setting use_cache=False.")
+                use_cache = False
+            if use_cache:
+                cache = XLSTMCache(self.config)
         if input_ids is not None:
             inputs_embeds = self.embeddings(input_ids)
 
@@ -668,15 +717,35 @@ class XLSTMModel(XLSTMPreTrainedModel):
         if isinstance(cache, XLSTMCache):
             cache.record_tokens(S, hidden_states.device)
 
-        outputs = BaseModelOutputWithPast(
+        outputs = XLSTMModelOutput(
             last_hidden_state=hidden_states,
-            past_key_values=cache,
             hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
+            **{CACHE_NAME: cache},
         )
         return outputs if return_dict else outputs.to_tuple()
 
 
-class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
+# Extra keyword inputs that forward() honours; anything else is refused rather than silently dropped.
+_LOSS_INPUTS = ("num_items_in_batch", "ignore_index", "shift_labels")
+
+
+def _check_no_unused_inputs(kwargs: dict, where: str) -> None:
+    if kwargs.get("output_attentions"):
+        raise ValueError(
+            f"output_attentions=True was passed to {where}, but xLSTM blocks have no attention weights to return; "
+            "drop the argument."
+        )
+    unused = sorted(key for key in kwargs if key != "output_attentions")
+    if unused:
+        raise TypeError(
+            f"{where} got inputs it does not use: {unused}. An xLSTM model reads input_ids (or inputs_embeds), "
+            "attention_mask, cache (alias past_key_values), use_cache, output_hidden_states, return_dict"
+            + (", labels, logits_to_keep and the loss options " + ", ".join(_LOSS_INPUTS) if "CausalLM" in where else "")
+            + "; remove the others from the call (or from the batch your data collator builds)."
+        )
+
+
+class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMixin):
     """xLSTM language model: the backbone and a linear LM head (tied to the embedding if configured)."""
 
     _tied_weights_keys = {"lm_head.weight": "backbone.embeddings.weight"}
@@ -743,52 +812,35 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
 
     # generate() ------------------------------------------------------------------------------------------------
 
-    def _prepare_cache_for_generation(
-        self, generation_config, model_kwargs: dict, generation_mode, batch_size: int, max_cache_length: int
-    ) -> None:
-        """generate() keeps the recurrent states in an `XLSTMCache` (O(1) memory per sequence).
+    def generate(self, inputs: torch.Tensor | None = None, *args, **kwargs):
+        """`GenerationMixin.generate`, taking the cache as `cache=` or `past_key_values=` on every supported release.
 
-        `cache_implementation` None/"dynamic" gives a plain one, "static" one marked compileable (generate() then
-        compiles the decoding step where transformers auto-compiles, or wherever `compile_config` asks). A cache the
-        user passes is used and updated in place; an empty plain `DynamicCache(config=model.config)` is wrapped
-        (sharing its layers), since only an `XLSTMCache` can tell generate() how many tokens it has consumed.
+        The attention mask is checked against the prompt here: generate() drops a mask of all ones before the model
+        would see its shape.
         """
-        user_cache = model_kwargs.get("past_key_values")
-        if user_cache is not None:
-            if not isinstance(user_cache, XLSTMCache):
-                model_kwargs["past_key_values"] = XLSTMCache.wrap(user_cache, self.config)
-            return super()._prepare_cache_for_generation(
-                generation_config, model_kwargs, generation_mode, batch_size, max_cache_length
-            )
-        if generation_config.use_cache is False:
-            return None
-        implementation = generation_config.cache_implementation
-        if implementation not in (None, "dynamic", "static"):
-            raise ValueError(
-                f"cache_implementation={implementation!r} is not supported by xLSTM models, whose cache is a "
-                'fixed-size recurrent state; use cache_implementation="static" (compileable) or "dynamic" (the default).'
-            )
-        model_kwargs["past_key_values"] = XLSTMCache(self.config, compileable=implementation == "static")
-        return None
-
-    def _valid_auto_compile_criteria(self, model_kwargs: dict, generation_config) -> bool:
-        """transformers compiles the decoding step on accelerators only; with a static (compileable) xLSTM cache, an
-        explicit `compile_config` compiles it on any device, CPU included."""
-        compile_config = generation_config.compile_config
-        cache = model_kwargs.get("past_key_values")
-        if compile_config is not None and isinstance(cache, XLSTMCache) and cache.is_compileable:
-            if compile_config._compile_all_devices is None:
-                compile_config._compile_all_devices = True
-        return super()._valid_auto_compile_criteria(model_kwargs, generation_config)
+        if OTHER_CACHE_NAME in kwargs:
+            kwargs[CACHE_NAME] = resolve_cache_argument(kwargs.pop("cache", None), kwargs.pop("past_key_values", None))
+        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        mask = kwargs.get("attention_mask")
+        if isinstance(prompt, torch.Tensor) and isinstance(mask, torch.Tensor) and prompt.ndim == 2:
+            B, S = prompt.shape
+            continuing = kwargs.get(CACHE_NAME) is not None
+            if mask.ndim != 2 or mask.shape[0] != B or (mask.shape[1] < S if continuing else mask.shape[1] != S):
+                raise ValueError(
+                    f"attention_mask has shape {tuple(mask.shape)} but the prompt is [{B}, {S}]; pass the mask the "
+                    f"tokenizer returned with the prompt ([{B}, {S}], 0 at padding)."
+                )
+        return super().generate(inputs, *args, **kwargs)
 
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.LongTensor,
         next_sequence_length: int | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         is_first_iteration: bool | None = False,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> dict:
         """Feed only the tokens the cache has not consumed, and the padding mask only where it can matter.
@@ -796,19 +848,20 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
         The mask is passed for the prompt (and every step without a cache), cut to the tokens fed; a generated token
         is never padding, so decoding steps get none, which keeps the step's inputs fixed in shape for compilation.
         """
+        cache = resolve_cache_argument(cache, past_key_values)
         model_inputs = super().prepare_inputs_for_generation(
             input_ids,
             next_sequence_length=next_sequence_length,
-            past_key_values=past_key_values,
             attention_mask=None,
             inputs_embeds=inputs_embeds,
             is_first_iteration=is_first_iteration,
+            **{CACHE_NAME: cache},
             **kwargs,
         )
         model_inputs.pop("attention_mask", None)
         fed = model_inputs["input_ids"] if model_inputs.get("input_ids") is not None else model_inputs["inputs_embeds"]
         length = fed.shape[1]
-        decoding = past_key_values is not None and length == 1 and not is_first_iteration
+        decoding = cache is not None and length == 1 and not is_first_iteration
         if attention_mask is not None and not decoding:
             model_inputs["attention_mask"] = attention_mask[:, -length:].to(fed.device)
         return model_inputs
@@ -818,29 +871,34 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
-    ) -> CausalLMOutputWithPast | tuple:
+    ) -> XLSTMCausalLMOutput | tuple:
         """
-        Args:
+        Args: those of `XLSTMModel.forward`, and
             labels: [B, S] token ids; the loss is the cross-entropy of predicting labels[:, t + 1] from position t
-                (shifted inside), ignoring -100.
+                (shifted inside), ignoring -100. `num_items_in_batch` (as `Trainer` passes it) normalises the summed
+                loss instead of averaging over the batch's tokens.
             logits_to_keep: compute logits for the last `logits_to_keep` positions only (0 = all), or for the
                 positions in a 1-D index tensor.
         Returns:
-            `CausalLMOutputWithPast` with `logits` [B, S', V] in float32, soft-capped when configured.
+            `CausalLMOutputWithPast` with `loss`, `logits` [B, S', V] in float32 (soft-capped when configured), the
+            cache (`.cache`, also readable as `.past_key_values`) and `hidden_states` if asked.
         """
+        loss_kwargs = {key: kwargs.pop(key) for key in _LOSS_INPUTS if key in kwargs}
+        _check_no_unused_inputs(kwargs, "XLSTMForCausalLM.forward")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
-            past_key_values=past_key_values,
+            cache=resolve_cache_argument(cache, past_key_values),
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
             return_dict=True,
@@ -851,11 +909,11 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
         logits = soft_cap(logits, self.config.output_logit_soft_cap)
 
         loss = None
-        if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        if labels is not None or "shift_labels" in loss_kwargs:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **loss_kwargs)
 
-        result = CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+        result = XLSTMCausalLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, **{CACHE_NAME: getattr(outputs, CACHE_NAME)}
         )
         return result if return_dict else result.to_tuple()
 

@@ -2,12 +2,16 @@
 
 import contextlib
 import importlib
+import logging
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import torch
 
 from modeling_xlstm import XLSTMConfig
+from modeling_xlstm.compat import CACHE_NAME
 
 
 def tiny_config(block_style: str = "large", **overrides) -> XLSTMConfig:
@@ -36,6 +40,12 @@ def randomize_(model: torch.nn.Module, scale: float = 0.2, seed: int = 0) -> tor
     for param in model.parameters():
         param.add_(scale * torch.randn(param.shape, generator=g).to(param.dtype))
     return model
+
+
+def generated_cache(output):
+    """The cache of a `generate(..., return_dict_in_generate=True)` output, under the installed release's name
+    (`cache` from transformers 5.24 on, `past_key_values` before)."""
+    return getattr(output, CACHE_NAME)
 
 
 CORPUS = [
@@ -79,3 +89,61 @@ def benchmark_module(name: str):
         yield importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCHMARKS))
+
+
+_OUR_DIRS = tuple(
+    str(Path(module.__file__).resolve().parent) for module in (
+        importlib.import_module("modeling_xlstm"),
+        importlib.import_module("modeling_xlstm.kernels"),
+        importlib.import_module("modeling_xlstm.conversion"),
+    )
+)
+# frames that only relay a warning: the emitting libraries and the standard machinery between caller and record
+_RELAY_PARTS = ("/transformers/", "/torch/", "/logging/", "/warnings.py", "/functools.py", "/contextlib.py")
+
+
+def _attributed_to_us(stack: list[traceback.FrameSummary]) -> bool:
+    """Whether the innermost frame outside transformers, torch and the warning machinery is in this package."""
+    for frame in reversed(stack):
+        filename = str(Path(frame.filename).resolve())
+        if any(part in filename for part in _RELAY_PARTS) or filename == str(Path(__file__).resolve()):
+            continue
+        return filename.startswith(_OUR_DIRS)
+    return False
+
+
+@contextlib.contextmanager
+def no_warnings_from_our_code():
+    """Fail if code of this package triggers a Python warning or a transformers warning log (deprecations included).
+
+    Warnings that other libraries raise on their own (PEFT reading a deprecated transformers property, say) pass: a
+    warning counts as ours when the innermost frame outside transformers/torch/the logging machinery is ours.
+    """
+    caught: list[str] = []
+
+    def on_warning(message, category, filename, lineno, file=None, line=None):
+        if _attributed_to_us(traceback.extract_stack()):
+            caught.append(f"{category.__name__}: {message} ({filename}:{lineno})")
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            if record.levelno >= logging.WARNING and _attributed_to_us(traceback.extract_stack()):
+                caught.append(f"log {record.name} {record.levelname}: {record.getMessage()}")
+
+    handler = Handler()
+    if hasattr(logging.Logger, "warning_once"):  # transformers' once-only warnings: let each fire again here
+        logging.Logger.warning_once.cache_clear()
+    root = logging.getLogger("transformers")
+    ours = logging.getLogger("modeling_xlstm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        previous, warnings.showwarning = warnings.showwarning, on_warning
+        root.addHandler(handler)
+        ours.addHandler(handler)
+        try:
+            yield caught
+        finally:
+            warnings.showwarning = previous
+            root.removeHandler(handler)
+            ours.removeHandler(handler)
+    assert not caught, "warnings raised from modeling_xlstm code:\n" + "\n".join(caught)

@@ -158,12 +158,12 @@ def test_paper_stepwise_logits_and_greedy_generation_match_step_loop(paper_refer
         # ours token by token through the cache
         cache, our_steps = None, []
         for t in range(prompt.shape[1]):
-            out = ours(prompt[:, t : t + 1], past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            out = ours(prompt[:, t : t + 1], cache=cache, use_cache=True)
+            cache = out.cache
             our_steps.append(out.logits)
         for token in theirs.unbind(dim=1):
-            out = ours(token[:, None], past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            out = ours(token[:, None], cache=cache, use_cache=True)
+            cache = out.cache
             our_steps.append(out.logits)
     torch.testing.assert_close(torch.cat(our_steps, 1), torch.cat(their_steps, 1), atol=ATOL, rtol=0)
     mine = ours.generate(prompt, max_new_tokens=new, do_sample=False)[:, prompt.shape[1] :]
@@ -401,3 +401,60 @@ def test_failure_while_writing_leaves_nothing(tmp_path, paper_reference, monkeyp
     with pytest.raises(OSError, match="disk full"):
         convert_checkpoint(src, tmp_path / "out", max_shard_size="10KB", progress=False)
     assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (so a staging folder named after it is stale)."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(child.stdout)
+
+
+def test_a_killed_conversion_leaves_nothing_behind_after_the_next_run(tmp_path, paper_reference):
+    """SIGKILL cannot be caught: the staging folders it leaves (a partial output, an OUT parked mid-overwrite) are
+    cleaned up by the next conversion to the same OUT, and a parked OUT is put back; a live process's are kept."""
+    src = _bad_source(tmp_path, paper_reference, "none")
+    out = tmp_path / "out"
+    dead = _dead_pid()
+    partial = tmp_path / f".out.partial-{dead}-abc"
+    (partial / "sub").mkdir(parents=True)
+    parked = tmp_path / f".out.old-{dead}-def" / "out"
+    parked.mkdir(parents=True)
+    (parked / "config.json").write_text("{}")
+    alive = tmp_path / f".out.partial-{os.getpid()}-ghi"  # a concurrent conversion of this (live) process
+    alive.mkdir()
+    with pytest.raises(ConversionError, match="already exists"):  # the parked OUT is back, so OUT exists again
+        convert_checkpoint(src, out, progress=False)
+    assert (out / "config.json").read_text() == "{}"
+    assert sorted(os.listdir(tmp_path)) == sorted(["src", "out", alive.name])
+    convert_checkpoint(src, out, progress=False, overwrite=True)
+    assert (out / "model.safetensors").is_file() and sorted(os.listdir(tmp_path)) == sorted(["src", "out", alive.name])
+
+
+def test_sigterm_during_conversion_leaves_nothing(tmp_path, paper_reference):
+    src = _bad_source(tmp_path, paper_reference, "none")
+    out = tmp_path / "out"
+    # the child stops itself with SIGTERM while writing its second shard
+    script = (
+        "import os, signal, sys\n"
+        "import modeling_xlstm.conversion.convert as c\n"
+        "saved = []\n"
+        "real = c.save_file\n"
+        "def save(*a, **k):\n"
+        "    saved.append(1)\n"
+        "    if len(saved) == 2: os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(*a, **k)\n"
+        "c.save_file = save\n"
+        f"c.convert_checkpoint({str(src)!r}, {str(out)!r}, max_shard_size='10KB', progress=False)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 128 + 15, run.stderr
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+def test_verify_raises_no_warning_from_our_code(hf_reference, tmp_path):
+    from helpers import no_warnings_from_our_code
+
+    _, src = hf_reference
+    with no_warnings_from_our_code():
+        result = convert_checkpoint(src, tmp_path / "verified", verify=True, progress=False)
+    assert result.max_logit_diff < ATOL

@@ -4,7 +4,7 @@ static-cache path compiles once, and bad inputs fail early with errors that say 
 
 import pytest
 import torch
-from helpers import build_tokenizer, randomize_, tiny_config
+from helpers import build_tokenizer, generated_cache, randomize_, tiny_config
 from transformers import (
     CompileConfig,
     DynamicCache,
@@ -63,12 +63,12 @@ def test_prefill_then_decode_equals_one_forward(style, blocks):
     with torch.no_grad():
         full = model(ids, use_cache=False).logits
         out = model(ids[:, :prefill], use_cache=True)
-        cache = out.past_key_values
+        cache = out.cache
         assert isinstance(cache, XLSTMCache) and cache.get_seq_length() == prefill
         logits = [out.logits]
         for t in range(prefill, ids.shape[1]):
-            out = model(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
-            assert out.past_key_values is cache
+            out = model(ids[:, t : t + 1], cache=cache, use_cache=True)
+            assert out.cache is cache
             logits.append(out.logits)
     assert cache.get_seq_length() == ids.shape[1]
     # DESIGN §4: float32, atol 1e-4 (the chunkwise, parallel and recurrent forms differ by rounding only)
@@ -79,13 +79,13 @@ def test_prefill_then_decode_equals_one_forward(style, blocks):
 def test_decoding_keeps_memory_flat_and_states_in_place(style):
     model = make_model(style)
     with torch.no_grad():
-        cache = model(token_ids(1, 17), use_cache=True).past_key_values
+        cache = model(token_ids(1, 17), use_cache=True).cache
         tensors = cache_tensors(cache)
         size, addresses = sum(t.numel() for t in tensors), [t.data_ptr() for t in tensors]
         states = [t for layer in cache.layers for t in layer.recurrent_states.values() if t is not None]
         assert {t.dtype for t in states} == {torch.float32}
         for step in range(20):
-            model(token_ids(1, 1, seed=step), past_key_values=cache, use_cache=True)
+            model(token_ids(1, 1, seed=step), cache=cache, use_cache=True)
     tensors = cache_tensors(cache)
     assert sum(t.numel() for t in tensors) == size  # O(1) memory in the number of tokens
     assert [t.data_ptr() for t in tensors] == addresses  # updated in place (fixed addresses for CUDA graphs)
@@ -95,7 +95,7 @@ def test_states_stay_float32_when_generating_with_bf16_weights():
     model = make_model("paper").to(torch.bfloat16)
     with torch.no_grad():
         out = model.generate(token_ids(1, 6), max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
-    dtypes = {t.dtype for layer in out.past_key_values.layers for t in layer.recurrent_states.values() if t is not None}
+    dtypes = {t.dtype for layer in out.cache.layers for t in layer.recurrent_states.values() if t is not None}
     assert dtypes == {torch.float32}
 
 
@@ -188,10 +188,10 @@ def test_generation_continues_from_a_returned_cache(style):
     with torch.no_grad():
         reference = model.generate(ids, max_new_tokens=12, do_sample=False)
         first = model.generate(ids, max_new_tokens=5, do_sample=False, return_dict_in_generate=True)
-        cache = first.past_key_values
+        cache = generated_cache(first)
         assert cache.get_seq_length() == 10 + 5 - 1  # the last generated token is not fed yet
         # pass the whole sequence back with its cache: only the unseen token is fed
-        second = model.generate(first.sequences, past_key_values=cache, max_new_tokens=7, do_sample=False)
+        second = model.generate(first.sequences, cache=cache, max_new_tokens=7, do_sample=False)
     assert torch.equal(second, reference)
     assert cache.get_seq_length() == 10 + 12 - 1
 
@@ -206,7 +206,7 @@ def test_generation_continues_a_left_padded_batch_from_its_cache():
         )
         full_mask = torch.cat([mask, torch.ones(2, 4, dtype=mask.dtype)], dim=1)
         second = model.generate(
-            first.sequences, attention_mask=full_mask, past_key_values=first.past_key_values, max_new_tokens=5,
+            first.sequences, attention_mask=full_mask, cache=generated_cache(first), max_new_tokens=5,
             do_sample=False,
         )
     assert torch.equal(second, reference)
@@ -234,11 +234,11 @@ def test_a_plain_dynamic_cache_is_used_in_place():
     ids = token_ids(1, 8)
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        out = model.generate(ids, past_key_values=cache, max_new_tokens=4, do_sample=False)
+        out = model.generate(ids, cache=cache, max_new_tokens=4, do_sample=False)
     assert torch.equal(out[:, 8:], new_tokens(model, ids, max_new_tokens=4))
     assert all(layer.has_previous_state[0] for layer in cache.layers)  # the user's object holds the states
     with pytest.raises(ValueError, match="does not count"):
-        model.generate(out, past_key_values=cache, max_new_tokens=2)
+        model.generate(out, cache=cache, max_new_tokens=2)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,8 +280,8 @@ def test_padding_in_a_forward_leaves_every_state_untouched():
     padded_ids = torch.cat([torch.full((1, 5), 7), prompt], dim=1)  # arbitrary ids under the padding
     padded_mask = torch.cat([torch.zeros(1, 5, dtype=torch.long), torch.ones(1, 6, dtype=torch.long)], dim=1)
     with torch.no_grad():
-        alone = model(prompt, use_cache=True).past_key_values
-        padded = model(padded_ids, attention_mask=padded_mask, use_cache=True).past_key_values
+        alone = model(prompt, use_cache=True).cache
+        padded = model(padded_ids, attention_mask=padded_mask, use_cache=True).cache
     for a, b in zip(cache_tensors(alone), cache_tensors(padded)):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
@@ -305,7 +305,7 @@ def test_static_cache_compiled_decoding_compiles_once():
                 ids, max_new_tokens=10, do_sample=False, cache_implementation="static", compile_config=compile_config,
                 return_dict_in_generate=True,
             )
-    assert isinstance(out.past_key_values, XLSTMCache) and out.past_key_values.is_compileable
+    assert isinstance(out.cache, XLSTMCache) and out.cache.is_compileable
     assert torch.equal(out.sequences[:, 9:], expected)
     counters = torch._dynamo.utils.counters
     assert counters["stats"]["unique_graphs"] == 1  # one graph for every decoding step, no graph break
@@ -367,11 +367,11 @@ def test_input_ids_and_inputs_embeds_together(model_and_embedding_calls):
 def test_cache_for_another_batch_size(model_and_embedding_calls):
     model, calls = model_and_embedding_calls
     with torch.no_grad():
-        cache = model(token_ids(2, 5), use_cache=True).past_key_values
+        cache = model(token_ids(2, 5), use_cache=True).cache
     before = [t.clone() for t in cache_tensors(cache)]
     calls.clear()
     with pytest.raises(ValueError, match="batch size 2 but the input has batch size 3"):
-        model(token_ids(3, 1), past_key_values=cache)
+        model(token_ids(3, 1), cache=cache)
     assert not calls
     assert all(torch.equal(a, b) for a, b in zip(before, cache_tensors(cache)))
 
@@ -389,13 +389,13 @@ def test_cache_for_another_model(model_and_embedding_calls, other):
     other_model = make_model("paper", **other)
     with torch.no_grad():
         plain = DynamicCache(config=other_model.config)
-        other_model(token_ids(1, 5), past_key_values=plain, use_cache=True)
-        returned = other_model(token_ids(1, 5), use_cache=True).past_key_values
+        other_model(token_ids(1, 5), cache=plain, use_cache=True)
+        returned = other_model(token_ids(1, 5), use_cache=True).cache
         for cache in (XLSTMCache(other_model.config), returned, plain):
             with pytest.raises(ValueError, match="another model.*XLSTMCache\\(model.config\\)"):
-                model(token_ids(1, 1), past_key_values=cache)
+                model(token_ids(1, 1), cache=cache)
             with pytest.raises(ValueError, match="another model"):
-                model.generate(token_ids(1, 3), past_key_values=cache, max_new_tokens=2)
+                model.generate(token_ids(1, 3), cache=cache, max_new_tokens=2)
     assert not calls
 
 

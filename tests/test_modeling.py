@@ -26,9 +26,9 @@ def forward_in_pieces(model, ids, sizes):
     """Run `ids` through the model in consecutive pieces of the given sizes, carrying the cache."""
     logits, cache, start = [], None, 0
     for size in sizes:
-        out = model(ids[:, start : start + size], past_key_values=cache, use_cache=True)
+        out = model(ids[:, start : start + size], cache=cache, use_cache=True)
         logits.append(out.logits)
-        cache, start = out.past_key_values, start + size
+        cache, start = out.cache, start + size
     assert start == ids.shape[1]
     return torch.cat(logits, dim=1)
 
@@ -73,7 +73,7 @@ def test_states_are_float32_under_bf16_weights():
     with torch.no_grad():
         out = model(token_ids(1, 9), use_cache=True)
     assert out.logits.dtype == torch.float32
-    layer = out.past_key_values.layers[0]
+    layer = out.cache.layers[0]
     assert layer.recurrent_states[0].dtype == torch.float32
     assert torch.isfinite(out.logits).all()
 

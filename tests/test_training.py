@@ -179,9 +179,9 @@ def test_backprop_through_a_carried_state_equals_one_long_sequence(style):
         model = randomize_(XLSTMForCausalLM(tiny_config(style))).train()
         logits, cache, start = [], None, 0
         for length in segments:
-            out = model(ids[:, start : start + length], past_key_values=cache, use_cache=True)
+            out = model(ids[:, start : start + length], cache=cache, use_cache=True)
             logits.append(out.logits)
-            cache, start = out.past_key_values, start + length
+            cache, start = out.cache, start + length
         logits = torch.cat(logits, dim=1)
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 97), ids[:, 1:].reshape(-1))
         loss.backward()
@@ -201,10 +201,10 @@ def test_truncated_bptt_detaches_between_segments():
     cache = None
     for start in range(0, 30, 10):
         segment = ids[:, start : start + 10]
-        out = model(segment, labels=segment, past_key_values=cache, use_cache=True)
+        out = model(segment, labels=segment, cache=cache, use_cache=True)
         optimizer.zero_grad()
         out.loss.backward()  # would fail ("backward through the graph a second time") without the detach
         optimizer.step()
-        cache = out.past_key_values.detach_()
+        cache = out.cache.detach_()
         assert all(not t.requires_grad for layer in cache.layers for t in layer.recurrent_states.values() if t is not None)
     assert cache.get_seq_length() == 30
