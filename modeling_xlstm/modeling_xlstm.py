@@ -33,6 +33,7 @@ from .compat import (
     resolve_cache_argument,
 )
 from .configuration_xlstm import XLSTMConfig
+from .packing import PACKING_INPUTS, document_starts, packed_layout
 
 logger = logging.get_logger(__name__)
 
@@ -669,18 +670,32 @@ class XLSTMModel(XLSTMPreTrainedModel):
                 older name of the same argument); the sequence continues from it and it is updated in place and
                 returned, whatever `use_cache` says.
             use_cache: without a `cache`, create one and return it. Defaults to `config.use_cache` in eval mode.
+            position_ids / cu_seq_lens_q / cu_seq_lens_k / max_length_q / max_length_k / seq_idx: packed rows (several
+                documents per row, as padding-free collators send them): every document starts from a fresh state
+                and gets the outputs it gets alone. Positions that restart mark document starts; without restarts
+                these inputs change nothing. Not combinable with a cache or with padding.
         Returns:
             `BaseModelOutputWithPast` with `last_hidden_state` [B, S, D], the cache (as `.cache`; also readable as
             `.past_key_values`) and, if asked, `hidden_states` (embedding output and the output of every block; the
             last one after `out_norm`).
         """
         cache = resolve_cache_argument(cache, past_key_values)
+        packing = {key: kwargs.pop(key) for key in PACKING_INPUTS if key in kwargs}
         _check_no_unused_inputs(kwargs, "XLSTMModel.forward")
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         B, S = self._check_inputs(input_ids, inputs_embeds, attention_mask)
+        starts = document_starts(packing, (B, S), attention_mask) if packing else None
+        if starts is not None:
+            if cache is not None or use_cache:
+                raise ValueError(
+                    "Packed rows (position_ids / cu_seq_lens / seq_idx marking several documents per row) cannot "
+                    "use a cache: a row's state would mix documents. Pass no cache and use_cache=False, or one "
+                    "document per row."
+                )
+            use_cache = False
         if cache is not None:
             if self.gradient_checkpointing and self.training:
                 raise ValueError(
@@ -705,7 +720,11 @@ class XLSTMModel(XLSTMPreTrainedModel):
         if attention_mask is not None:
             mask = attention_mask[:, -S:].to(device=inputs_embeds.device, dtype=torch.bool)
 
+        # packed rows run as a batch of documents, each from a fresh state (see modeling_xlstm.packing)
+        layout = packed_layout(starts.to(inputs_embeds.device)) if starts is not None else None
         hidden_states = self.embedding_dropout(inputs_embeds)
+        if layout is not None:
+            hidden_states, mask = layout.unpack(hidden_states), None
         all_hidden_states = [hidden_states] if output_hidden_states else None
         for block in self.blocks:
             hidden_states = block(hidden_states, mask, cache)
@@ -714,6 +733,10 @@ class XLSTMModel(XLSTMPreTrainedModel):
         hidden_states = self.out_norm(hidden_states)
         if output_hidden_states:
             all_hidden_states[-1] = hidden_states
+        if layout is not None:
+            hidden_states = layout.repack(hidden_states, B)
+            if output_hidden_states:
+                all_hidden_states = [layout.repack(h, B) for h in all_hidden_states]
         if isinstance(cache, XLSTMCache):
             cache.record_tokens(S, hidden_states.device)
 
@@ -740,6 +763,7 @@ def _check_no_unused_inputs(kwargs: dict, where: str) -> None:
         raise TypeError(
             f"{where} got inputs it does not use: {unused}. An xLSTM model reads input_ids (or inputs_embeds), "
             "attention_mask, cache (alias past_key_values), use_cache, output_hidden_states, return_dict"
+            + ", the packing inputs " + ", ".join(PACKING_INPUTS)
             + (", labels, logits_to_keep and the loss options " + ", ".join(_LOSS_INPUTS) if "CausalLM" in where else "")
             + "; remove the others from the call (or from the batch your data collator builds)."
         )
@@ -892,6 +916,7 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
             cache (`.cache`, also readable as `.past_key_values`) and `hidden_states` if asked.
         """
         loss_kwargs = {key: kwargs.pop(key) for key in _LOSS_INPUTS if key in kwargs}
+        packing = {key: kwargs.pop(key) for key in PACKING_INPUTS if key in kwargs}
         _check_no_unused_inputs(kwargs, "XLSTMForCausalLM.forward")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.backbone(
@@ -902,6 +927,7 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            **packing,
         )
         hidden_states = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep

@@ -95,7 +95,7 @@ def test_states_stay_float32_when_generating_with_bf16_weights():
     model = make_model("paper").to(torch.bfloat16)
     with torch.no_grad():
         out = model.generate(token_ids(1, 6), max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
-    dtypes = {t.dtype for layer in out.cache.layers for t in layer.recurrent_states.values() if t is not None}
+    dtypes = {t.dtype for layer in generated_cache(out).layers for t in layer.recurrent_states.values() if t is not None}
     assert dtypes == {torch.float32}
 
 
@@ -305,7 +305,7 @@ def test_static_cache_compiled_decoding_compiles_once():
                 ids, max_new_tokens=10, do_sample=False, cache_implementation="static", compile_config=compile_config,
                 return_dict_in_generate=True,
             )
-    assert isinstance(out.cache, XLSTMCache) and out.cache.is_compileable
+    assert isinstance(generated_cache(out), XLSTMCache) and generated_cache(out).is_compileable
     assert torch.equal(out.sequences[:, 9:], expected)
     counters = torch._dynamo.utils.counters
     assert counters["stats"]["unique_graphs"] == 1  # one graph for every decoding step, no graph break
