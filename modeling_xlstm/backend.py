@@ -1,4 +1,10 @@
-"""Kernel selection: which implementation of the mLSTM and sLSTM recurrences a layer calls.
+"""The seam between layers and kernels: one op per recurrence, `mlstm_op` and `slstm_op`.
+
+Layers compute projections and gate pre-activations in their own [B, S, ...] layout and call the op; the op owns
+what is the same for every layer: masking by gates (a padded position leaves the state untouched), the choice of
+form (recurrent step for one token with a state, parallel up to `chunk_size`, chunkwise beyond, the sLSTM sequence),
+the kernels' [B, NH, S, ...] layout, and the kernel set for the configured backend and device (chosen once per
+(backend, device type), not per call).
 
 `backend="native"` uses the pure-PyTorch kernels of `modeling_xlstm.kernels.*.native` (any device);
 `backend="triton"` the Triton kernels (CUDA only); `backend="auto"` picks Triton on CUDA tensors when the
@@ -77,9 +83,9 @@ def check_backend(backend: str) -> None:
         )
 
 
-def select_kernels(backend: str, device: torch.device) -> KernelSet:
-    """The kernel set for tensors on `device` under the configured `backend`."""
-    if backend == "native" or device.type != "cuda":
+@lru_cache(maxsize=None)
+def _kernels_for(backend: str, device_type: str) -> KernelSet:
+    if backend == "native" or device_type != "cuda":
         return NATIVE_KERNELS
     kernels = triton_kernels()
     if kernels is None:
@@ -87,3 +93,66 @@ def select_kernels(backend: str, device: torch.device) -> KernelSet:
             check_backend(backend)
         return NATIVE_KERNELS
     return kernels
+
+
+def select_kernels(backend: str, device: torch.device) -> KernelSet:
+    """The kernel set for tensors on `device` under the configured `backend`."""
+    return _kernels_for(backend, device.type)
+
+
+def mlstm_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    i: torch.Tensor,
+    f: torch.Tensor,
+    *,
+    state: tuple[torch.Tensor, ...] | None,
+    mask: torch.Tensor | None,
+    chunk_size: int,
+    eps: float,
+    backend: str,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The mLSTM recurrence. q, k: [B, S, NH, DHQK], v: [B, S, NH, DHV], i, f: [B, S, NH] gate pre-activations;
+    mask: [B, S] bool (False = padding) or None; state (C, n, m) or None for an empty one.
+
+    Returns h [B, S, NH, DHV] and the new state. A masked position gets input gate 0 and forget gate 1, so it leaves
+    the state untouched.
+    """
+    if mask is not None:
+        keep = mask.unsqueeze(-1)
+        i = i.masked_fill(~keep, float("-inf"))
+        f = f.masked_fill(~keep, float("inf"))
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    i, f = i.transpose(1, 2), f.transpose(1, 2)
+    kernels = select_kernels(backend, q.device)
+    S = q.shape[2]
+    if S == 1 and state is not None:
+        h, state = kernels.mlstm_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0], state, eps=eps)
+        h = h.unsqueeze(2)
+    elif S <= chunk_size:
+        h, state = kernels.mlstm_parallel(q, k, v, i, f, state, eps=eps)
+    else:
+        h, state = kernels.mlstm_chunkwise(q, k, v, i, f, state, chunk_size=chunk_size, eps=eps)
+    return h.transpose(1, 2), state
+
+
+def slstm_op(
+    gates: torch.Tensor,
+    recurrent_kernel: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    state: tuple[torch.Tensor, ...] | None,
+    mask: torch.Tensor | None,
+    backend: str,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The sLSTM recurrence. gates: [B, S, 4, NH, DH] input pre-activations (i, f, z, o); recurrent_kernel
+    [NH, DH, 4, DH]; bias [NH, 4, DH]; mask: [B, S] bool (False = padding: the state stays untouched) or None.
+
+    Returns h [B, S, NH, DH] and the new state (h, c, n, m).
+    """
+    kernels = select_kernels(backend, gates.device)
+    if gates.shape[1] == 1 and state is not None:
+        h, state = kernels.slstm_step(gates[:, 0], recurrent_kernel, bias, state, None if mask is None else mask[:, 0])
+        return h.unsqueeze(1), state
+    return kernels.slstm_sequence(gates, recurrent_kernel, bias, state, mask)

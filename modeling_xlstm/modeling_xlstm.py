@@ -22,7 +22,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import logging
 
-from .backend import check_backend, select_kernels
+from .backend import check_backend, mlstm_op, slstm_op
 from .cache import XLSTMCache, check_cache, read_layer_state, write_layer_state
 from .compat import (
     CACHE_NAME,
@@ -151,48 +151,12 @@ class XLSTMHeadwiseLinear(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Sequence mixers. Each: forward(x [B, S, D], mask [B, S] bool | None, cache, layer_idx) -> [B, S, D]
+# Sequence mixers. Each: forward(x [B, S, D], mask [B, S] bool | None, cache) -> [B, S, D]; the recurrence itself
+# is one call of `mlstm_op` / `slstm_op` (modeling_xlstm.backend)
 # --------------------------------------------------------------------------------------------------------------
 
 
-class XLSTMMLSTMMixin:
-    """The mLSTM recurrence shared by both mLSTM layer styles, with masking and state carried in a cache."""
-
-    config: XLSTMConfig
-
-    def run_mlstm(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        i: torch.Tensor,
-        f: torch.Tensor,
-        mask: torch.Tensor | None,
-        state: tuple[torch.Tensor, ...] | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """q, k: [B, S, NH, DHQK], v: [B, S, NH, DHV], i, f: [B, S, NH] -> h [B, S, NH, DHV] and the new state.
-
-        A masked position (mask False) gets input gate 0 and forget gate 1, so it leaves the state untouched.
-        """
-        if mask is not None:
-            mask = mask.unsqueeze(-1)
-            i = i.masked_fill(~mask, float("-inf"))
-            f = f.masked_fill(~mask, float("inf"))
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        i, f = i.transpose(1, 2), f.transpose(1, 2)
-        kernels = select_kernels(self.config.backend, q.device)
-        S = q.shape[2]
-        if S == 1 and state is not None:
-            h, state = kernels.mlstm_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0], state, eps=self.config.eps)
-            h = h.unsqueeze(2)
-        elif S <= self.config.chunk_size:
-            h, state = kernels.mlstm_parallel(q, k, v, i, f, state, eps=self.config.eps)
-        else:
-            h, state = kernels.mlstm_chunkwise(q, k, v, i, f, state, chunk_size=self.config.chunk_size, eps=self.config.eps)
-        return h.transpose(1, 2), state
-
-
-class XLSTMLargeMLSTMLayer(XLSTMMLSTMMixin, nn.Module):
+class XLSTMLargeMLSTMLayer(nn.Module):
     """The mLSTM layer of xLSTM 7B: q, k, v, output gate and gates projected from the (normed) input.
 
     Parameter names follow transformers' xLSTM and NX-AI's xLSTMLarge so their checkpoints load by name.
@@ -232,15 +196,16 @@ class XLSTMLargeMLSTMLayer(XLSTMMLSTMMixin, nn.Module):
         f = soft_cap(f, self.config.gate_soft_cap)
 
         _, state = read_layer_state(cache, self.layer_idx, batch_size=B)
-        h, state = self.run_mlstm(
-            q.view(B, S, NH, -1), k.view(B, S, NH, -1), v.view(B, S, NH, -1), i, f, mask, state
+        h, state = mlstm_op(
+            q.view(B, S, NH, -1), k.view(B, S, NH, -1), v.view(B, S, NH, -1), i, f, state=state, mask=mask,
+            chunk_size=self.config.chunk_size, eps=self.config.eps, backend=self.config.backend,
         )
         write_layer_state(cache, self.layer_idx, None, state, self.config.inference_state_dtype)
         h = self.multihead_norm(h)
         return self.out_proj(torch.sigmoid(o) * h)
 
 
-class XLSTMPaperMLSTMLayer(XLSTMMLSTMMixin, nn.Module):
+class XLSTMPaperMLSTMLayer(nn.Module):
     """The mLSTM layer of the xLSTM paper: up-projection, causal conv, block-diagonal q/k/v, learnable skip.
 
     x -> up_proj -> (x_m, z); q, k from silu(conv(x_m)), v from x_m; gates read cat(q, k, v);
@@ -283,8 +248,9 @@ class XLSTMPaperMLSTMLayer(XLSTMMLSTMMixin, nn.Module):
         q, k, v = self.q_proj(x_conv), self.k_proj(x_conv), self.v_proj(x_mlstm)
         gate_input = torch.cat([q, k, v], dim=-1)
         i, f = self.igate(gate_input), self.fgate(gate_input)
-        h, recurrent_state = self.run_mlstm(
-            q.view(B, S, NH, -1), k.view(B, S, NH, -1), v.view(B, S, NH, -1), i, f, mask, recurrent_state
+        h, recurrent_state = mlstm_op(
+            q.view(B, S, NH, -1), k.view(B, S, NH, -1), v.view(B, S, NH, -1), i, f, state=recurrent_state, mask=mask,
+            chunk_size=self.config.chunk_size, eps=self.config.eps, backend=self.config.backend,
         )
         write_layer_state(cache, self.layer_idx, conv_state, recurrent_state, self.config.inference_state_dtype)
         h = self.outnorm(h) + self.learnable_skip * x_conv
@@ -329,14 +295,9 @@ class XLSTMSLSTMLayer(nn.Module):
             x_conv = x
         gates = torch.stack([self.igate(x_conv), self.fgate(x_conv), self.zgate(x), self.ogate(x)], dim=2)
         gates = gates.view(B, S, 4, self.num_heads, self.head_dim)
-        kernels = select_kernels(self.config.backend, x.device)
-        if S == 1 and cell_state is not None:
-            h, cell_state = kernels.slstm_step(
-                gates[:, 0], self.recurrent_kernel, self.bias, cell_state, None if mask is None else mask[:, 0]
-            )
-            h = h.unsqueeze(1)
-        else:
-            h, cell_state = kernels.slstm_sequence(gates, self.recurrent_kernel, self.bias, cell_state, mask)
+        h, cell_state = slstm_op(
+            gates, self.recurrent_kernel, self.bias, state=cell_state, mask=mask, backend=self.config.backend
+        )
         write_layer_state(cache, self.layer_idx, conv_state, cell_state, self.config.inference_state_dtype)
         return self.group_norm(self.dropout(h))
 
