@@ -9,28 +9,43 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import warnings
 from pathlib import Path
+
+from modeling_xlstm import __version__
 
 PROG = "python -m modeling_xlstm"
 BUNDLED_MODEL = "xlstm-tiny-stdlib"
+DEFAULT_MAX_NEW_TOKENS = 128
+MAX_LISTED = 20  # tensors named in an error message about mismatched or missing weights
 WEIGHT_FILES = (
     "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"
 )
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE (`... | head`)
 
 
 class CLIError(Exception):
-    """A problem with the user's input: printed as one `error: ...` line, exit status 2."""
+    """A problem with the user's input: printed as one `error: ...` message, exit status 2."""
 
 
 def bundled_model_dir() -> Path | None:
-    """hub_configs/xlstm-tiny-stdlib of the source checkout this package is installed from (editable install)."""
-    package_dir = Path(__file__).resolve().parent
-    for root in (package_dir.parent, *package_dir.parents[1:3]):
-        candidate = root / "hub_configs" / BUNDLED_MODEL
-        if candidate.is_dir():
+    """The bundled xlstm-tiny-stdlib: package data of `modeling_xlstm.hub_configs` (the repository's hub_configs/,
+    mapped into the package by pyproject.toml), so found in a wheel install and in an editable one alike."""
+    try:
+        from modeling_xlstm.hub_configs import ROOT
+    except ImportError:  # an editable install made before hub_configs/ became part of the package
+        package_dir = Path(__file__).resolve().parent
+        roots = [parent / "hub_configs" for parent in (package_dir.parent, *package_dir.parents[1:3])]
+    else:
+        roots = [ROOT]
+    for root in roots:
+        candidate = root / BUNDLED_MODEL
+        if (candidate / "config.json").is_file():
             return candidate
     return None
 
@@ -75,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or convert a public xLSTM checkpoint.",
         epilog=f'example: {PROG} generate "def fibonacci(n):"',
     )
+    parser.add_argument("--version", action="version", version=f"modeling_xlstm {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     gen = commands.add_parser(
@@ -93,11 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt-file", metavar="FILE", help="read the prompt from this UTF-8 text file")
     gen.add_argument(
         "--model", metavar="DIR",
-        help=f"model folder written by save_pretrained (config.json, weights, tokenizer files); default: the "
-        f"bundled hub_configs/{BUNDLED_MODEL} of the source checkout",
+        help=f"model folder written by save_pretrained (config.json, weights, tokenizer files); default: "
+        f"{BUNDLED_MODEL}, the tiny model that ships with the package",
     )
     gen.add_argument("--max-new-tokens", type=positive_int, metavar="N",
-                     help="number of tokens to generate at most (default: the model's, else 128)")
+                     help="number of tokens to generate at most (default: max_new_tokens of the model's "
+                     f"generation_config.json if it sets one, else {DEFAULT_MAX_NEW_TOKENS})")
     mode = gen.add_mutually_exclusive_group()
     mode.add_argument("--greedy", dest="do_sample", action="store_false", default=None,
                       help="always take the most likely token (deterministic)")
@@ -112,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--repetition-penalty", type=positive_float, metavar="R",
                      help="penalise tokens already present (1.0 = none)")
     gen.add_argument("--seed", type=int, help="random seed, for reproducible sampling")
-    gen.add_argument("--device", default="auto", help="torch device, e.g. cpu or cuda (default: cuda if available)")
+    gen.add_argument("--device", default="auto",
+                     help="torch device: cpu, cuda, cuda:N or mps (default: auto = cuda if available, else cpu)")
     gen.add_argument("--no-stream", action="store_true", help="print the text once at the end instead of streaming")
     gen.add_argument("--verbose", action="store_true", help="show transformers' warnings and info messages")
 
@@ -172,8 +190,9 @@ def resolve_model_dir(model: str | None) -> Path:
         found = bundled_model_dir()
         if found is None:
             raise CLIError(
-                f"the bundled model hub_configs/{BUNDLED_MODEL} was not found (it ships with the source checkout, "
-                "not with a wheel); pass --model DIR with a save_pretrained folder"
+                f"the bundled model {BUNDLED_MODEL} is missing from this installation (it ships as package data "
+                "of modeling_xlstm.hub_configs); reinstall modeling-xlstm, or pass --model DIR with a "
+                "save_pretrained folder"
             )
         return found
     path = Path(model)
@@ -219,7 +238,7 @@ def generation_settings(args: argparse.Namespace, model):
     else:
         do_sample = bool(requested) or bool(base.do_sample)
     settings = dict(
-        max_new_tokens=args.max_new_tokens or base.max_new_tokens or 128,
+        max_new_tokens=args.max_new_tokens or base.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
         do_sample=do_sample,
         eos_token_id=base.eos_token_id,
         bos_token_id=base.bos_token_id,
@@ -245,31 +264,133 @@ def run_generate(args: argparse.Namespace) -> int:
     import modeling_xlstm  # noqa: F401  (registers the xlstm_stack model type)
 
     verbosity, progress_bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
-    if not args.verbose:
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
+    with warnings.catch_warnings():  # restores the warning filters on the way out (main() may run in-process)
+        if not args.verbose:  # stdout carries the text only; stderr only our own error messages
+            transformers.logging.set_verbosity_error()
+            transformers.logging.disable_progress_bar()
+            warnings.simplefilter("ignore")
+        try:
+            return generate_text(args, prompt, model_dir)
+        finally:  # restore the logging settings (main() may be called in-process)
+            transformers.logging.set_verbosity(verbosity)
+            if progress_bars:
+                transformers.logging.enable_progress_bar()
+
+
+def resolve_device(name: str):
+    """The torch device for --device; a CLIError that says what to pass instead when it is unusable."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return generate_text(args, prompt, model_dir)
-    finally:  # restore the logging settings (main() may be called in-process)
-        transformers.logging.set_verbosity(verbosity)
-        if progress_bars:
-            transformers.logging.enable_progress_bar()
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as error:
+        raise CLIError(f"--device {name!r} is not a torch device ({first_line(error)}); use cpu, cuda, cuda:N or mps")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            reason = (
+                f"this torch {torch.__version__} is built without CUDA" if torch.version.cuda is None
+                else "no GPU is visible to this process"
+            )
+            raise CLIError(f"--device {name}: no CUDA device is available ({reason}); use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise CLIError(
+                f"--device {name}: there is no CUDA device {device.index} ({count} visible: "
+                f"cuda:0 to cuda:{count - 1}); use one of those, or --device cpu"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise CLIError(f"--device {name}: no MPS (Apple GPU) device is available; use --device cpu")
+    return device
+
+
+def load_config(model_dir: Path):
+    """config.json, read and checked before anything else, so that its problems are reported as such."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = model_dir / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise CLIError(
+            f"{str(path)!r} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); fix it, or "
+            "write it again with model.config.save_pretrained(DIR)"
+        )
+    except UnicodeDecodeError as error:
+        raise CLIError(f"{str(path)!r} is not UTF-8 text (byte {error.start}); it must be the JSON file that "
+                       "save_pretrained writes")
+    except OSError as error:
+        raise CLIError(f"cannot read {str(path)!r} ({error.strerror}); check its permissions")
+    if not isinstance(data, dict):
+        raise CLIError(f"{str(path)!r} holds a JSON {type(data).__name__}, not the JSON object of config fields "
+                       "that save_pretrained writes")
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except Exception as error:  # noqa: BLE001  (any failure here is a problem of config.json)
+        raise CLIError(f"{str(path)!r} is not a valid model config: {first_line(error)}")
+    try:  # settings that only building the model checks (e.g. heads that do not divide a width): on no memory
+        with torch.device("meta"):
+            AutoModelForCausalLM.from_config(config)
+    except ValueError as error:
+        raise CLIError(f"{str(path)!r} describes no valid causal language model: {first_line(error)}")
+    except Exception:  # noqa: BLE001  (a model that cannot be built on the meta device: the real load will tell)
+        pass
+    return config
+
+
+def load_model(model_dir: Path, config, device):
+    """The model, with one error listing every tensor whose shape does not fit config.json (transformers would
+    point to a report that the CLI's log level hides) or that the weights lack (it would be random)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            model_dir, config=config, ignore_mismatched_sizes=True, output_loading_info=True
+        )
+    except Exception as error:  # noqa: BLE001  (any loading failure becomes one clear message)
+        raise CLIError(f"cannot load the model weights from {str(model_dir)!r}: {first_line(error)}")
+    mismatched = sorted(info.get("mismatched_keys") or ())
+    if mismatched:
+        lines = [
+            f"  - {name}: {list(saved)} in the weights, {list(expected)} from config.json"
+            for name, saved, expected in mismatched[:MAX_LISTED]
+        ]
+        if len(mismatched) > MAX_LISTED:
+            lines.append(f"  - ... and {len(mismatched) - MAX_LISTED} more")
+        raise CLIError(
+            f"the weights in {str(model_dir)!r} do not fit its config.json: {len(mismatched)} tensor(s) have "
+            "another shape:\n" + "\n".join(lines) + "\nuse the config.json that was saved with these weights "
+            "(save_pretrained writes both), or correct the sizes in config.json that produce these shapes"
+        )
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        shown = ", ".join(missing[:MAX_LISTED])
+        shown += f", ... and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
+        raise CLIError(
+            f"the weights in {str(model_dir)!r} lack {len(missing)} tensor(s) of the model that config.json "
+            f"describes: {shown}; the model would generate from random values there. Use the config.json that was "
+            "saved with these weights, or weights written by save_pretrained for this config"
+        )
+    try:
+        return model.to(device).eval()
+    except Exception as error:  # noqa: BLE001
+        raise CLIError(f"cannot move the model to --device {device}: {first_line(error)}; try --device cpu")
 
 
 def generate_text(args: argparse.Namespace, prompt: str, model_dir: Path) -> int:
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
+    from transformers import AutoTokenizer, TextStreamer
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
+    config = load_config(model_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except Exception as error:  # noqa: BLE001  (any loading failure becomes one clear line)
         raise CLIError(f"cannot load the tokenizer from {str(model_dir)!r}: {first_line(error)}")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
-    except Exception as error:  # noqa: BLE001
-        raise CLIError(f"cannot load the model from {str(model_dir)!r}: {first_line(error)}")
+    model = load_model(model_dir, config, device)
     generation_config = generation_settings(args, model)
     if args.seed is not None:
         transformers.set_seed(args.seed)
@@ -305,17 +426,31 @@ def run_convert(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "convert":
-        return run_convert(argv[1:])
-    args = build_parser().parse_args(argv)
     try:
-        return run_generate(args)
-    except CLIError as error:
-        print(f"{PROG} generate: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        if argv and argv[0] == "convert":
+            return run_convert(argv[1:])
+        args = build_parser().parse_args(argv)
+        try:
+            return run_generate(args)
+        except CLIError as error:
+            print(f"{PROG} generate: error: {error}", file=sys.stderr)
+            return EXIT_USAGE
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`... | head`): stop quietly
+        silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises no second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is no file (e.g. captured in-process)
+        pass
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ compute. The model functions below also accept a plain `DynamicCache(config=mode
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from transformers.cache_utils import (
     Cache,
@@ -29,27 +31,20 @@ from transformers.cache_utils import (
 
 _STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-# per block: (shapes of the recurrent state tensors without the batch dim, shape of the conv buffer or None)
-LayerSignature = tuple[tuple[tuple[int, ...], ...], tuple[int, ...] | None]
+class StateLayout(NamedTuple):
+    """What one block keeps per sequence (batch dimension left out): the shapes of its recurrent state tensors, in
+    slot order, and the shape of its causal-conv buffer (None without a conv). Each mixer declares its own
+    (`state_layout` in modeling_xlstm.py); `state_layouts(config)` collects them for a model."""
+
+    states: tuple[tuple[int, ...], ...]
+    conv: tuple[int, ...] | None
 
 
-def expected_state_shapes(config) -> tuple[LayerSignature, ...]:
-    """The per-block state shapes (batch dimension left out) that a model built from `config` reads and writes."""
-    signature = []
-    for kind in config.block_types:
-        if kind == "slstm":
-            NH, DH = config.slstm_num_heads, config.slstm_head_dim
-            states = ((NH, DH),) * 4
-            K = config.slstm_conv1d_kernel_size
-            conv = (config.hidden_size, K - 1) if K > 0 else None
-        else:
-            NH = config.num_heads
-            DHQK, DHV = config.mlstm_head_dims()
-            states = ((NH, DHQK, DHV), (NH, DHQK), (NH, 1))
-            K = config.conv1d_kernel_size
-            conv = (config.mlstm_inner_dim, K - 1) if config.block_style == "paper" and K > 0 else None
-        signature.append((states, conv))
-    return tuple(signature)
+def expected_state_shapes(config) -> tuple[StateLayout, ...]:
+    """The per-block state layout of a model built from `config`, as its mixers declare it."""
+    from .modeling_xlstm import state_layouts  # the mixers live there, and import this module
+
+    return state_layouts(config)
 
 
 class XLSTMCache(Cache):
@@ -110,9 +105,6 @@ class XLSTMCache(Cache):
             if not torch.compiler.is_compiling():
                 torch._dynamo.mark_static_address(self._seen_tokens)
         self._seen_tokens.add_(num_tokens)
-
-    def has_state(self) -> bool:
-        return any(layer.has_previous_state[0] for layer in self.layers)
 
     def reset(self) -> None:
         """Zero every state and the token count, keeping the tensors (and their addresses)."""

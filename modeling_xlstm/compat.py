@@ -4,6 +4,16 @@ Supported: every release from the oldest that pyproject.toml allows (5.23) to th
 When a new release comes out, this file is the one to review: the names below, and the private hooks that
 `XLSTMGenerationHooks` overrides (their signatures and when `generate()` calls them).
 
+Private transformers behaviour relied on (all of it overridden or touched here, nowhere else):
+- `PreTrainedModel._initialize_weights` (`XLSTMPreTrainedHooks`), `_supports_default_dynamic_cache`;
+- `PreTrainedModel._weight_conversions`, set by `from_pretrained(key_mapping=...)` (`save_under_own_names`);
+- `GenerationMixin._prepare_cache_for_generation`, `_valid_auto_compile_criteria`, `_prefill`, and
+  `CompileConfig._compile_all_devices` (`XLSTMGenerationHooks`);
+- the fields of `cache_utils.LinearAttentionLayer` that `modeling_xlstm.cache` writes directly (`has_previous_state`,
+  `recurrent_states`/`conv_states` slots and their `is_*_initialized` flags), where the public `update_*_state`
+  methods would copy a state that autograd still needs (stateful training) or never mark a state-only layer as
+  holding a state.
+
 Known differences:
 - 5.24 renamed the cache everywhere from `past_key_values` to `cache`: the keyword `generate()` passes to `forward` and
   `prepare_inputs_for_generation`, the key in generate's `model_kwargs`, and the field of the output classes
@@ -55,6 +65,28 @@ def _with_both_cache_names(output_class: type, name: str) -> type:
 
 XLSTMModelOutput = _with_both_cache_names(BaseModelOutputWithPast, "XLSTMModelOutput")
 XLSTMCausalLMOutput = _with_both_cache_names(CausalLMOutputWithPast, "XLSTMCausalLMOutput")
+
+
+class XLSTMPreTrainedHooks:
+    """The private `PreTrainedModel` hooks this package overrides. Mixed into `XLSTMPreTrainedModel`."""
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # transformers excludes class names containing "xlstm" because its own xLSTM has a custom cache; ours is
+        # a standard Cache of linear-attention layers (`XLSTMCache`, see `_prepare_cache_for_generation`).
+        return True
+
+    def _initialize_weights(self, module, is_custom_code: bool = False) -> None:
+        # Our layers initialise the parameters of their child Linears themselves; transformers' shortcut for custom
+        # code would skip every module without direct parameters (the layers). `_init_weights` uses
+        # `transformers.initialization`, which leaves parameters loaded from a checkpoint untouched.
+        super()._initialize_weights(module, is_custom_code=False)
+
+
+def save_under_own_names(model) -> None:
+    """After `from_pretrained(..., key_mapping=...)` read a checkpoint under other names (transformers' `xlstm`),
+    make `save_pretrained` write this package's names instead of mapping them back."""
+    model._weight_conversions = None
 
 
 class XLSTMGenerationHooks:

@@ -128,7 +128,6 @@ class XLSTMConfig(PreTrainedConfig):
     backend: str = "auto"
     dropout: float = 0.0
     embedding_dropout: bool = False
-    initializer_range: float = 0.02
     use_cache: bool = True
     pad_token_id: int | None = None
     bos_token_id: int | None = None
@@ -274,12 +273,11 @@ class XLSTMConfig(PreTrainedConfig):
     def slstm_head_dim(self) -> int:
         return self.hidden_size // self.slstm_num_heads
 
-    def mlstm_head_dims(self) -> tuple[int, int]:
-        """(DHQK, DHV) of an mLSTM head in this style."""
-        if self.block_style == "large":
-            return self.qk_dim // self.num_heads, self.v_dim // self.num_heads
-        inner_head = self.mlstm_inner_dim // self.num_heads
-        return inner_head, inner_head
+    def to_dict(self) -> dict:
+        # the block kinds are stored once, as `block_types`; `slstm_at` is only a way to give them
+        config_dict = super().to_dict()
+        config_dict.pop("slstm_at", None)
+        return config_dict
 
     # What transformers' cache utilities read: every layer keeps recurrent state only.
 

@@ -23,14 +23,16 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import logging
 
 from .backend import check_backend, mlstm_op, slstm_op
-from .cache import XLSTMCache, check_cache, read_layer_state, write_layer_state
+from .cache import StateLayout, XLSTMCache, check_cache, read_layer_state, write_layer_state
 from .compat import (
     CACHE_NAME,
     OTHER_CACHE_NAME,
     XLSTMCausalLMOutput,
     XLSTMGenerationHooks,
     XLSTMModelOutput,
+    XLSTMPreTrainedHooks,
     resolve_cache_argument,
+    save_under_own_names,
 )
 from .configuration_xlstm import XLSTMConfig
 from .packing import PACKING_INPUTS, document_starts, packed_layout
@@ -162,6 +164,13 @@ class XLSTMLargeMLSTMLayer(nn.Module):
     Parameter names follow transformers' xLSTM and NX-AI's xLSTMLarge so their checkpoints load by name.
     """
 
+    @staticmethod
+    def state_layout(config: XLSTMConfig) -> StateLayout:
+        """mLSTM state (C [NH, DHQK, DHV], n [NH, DHQK], m [NH, 1]) per sequence; no conv buffer."""
+        DHQK, DHV = config.qk_dim // config.num_heads, config.v_dim // config.num_heads
+        NH = config.num_heads
+        return StateLayout(states=((NH, DHQK, DHV), (NH, DHQK), (NH, 1)), conv=None)
+
     def __init__(self, config: XLSTMConfig, layer_idx: int):
         super().__init__()
         self.config = config
@@ -211,6 +220,13 @@ class XLSTMPaperMLSTMLayer(nn.Module):
     x -> up_proj -> (x_m, z); q, k from silu(conv(x_m)), v from x_m; gates read cat(q, k, v);
     h = (norm(mLSTM(q, k, v)) + skip * silu(conv(x_m))) * silu(z) -> down_proj.
     """
+
+    @staticmethod
+    def state_layout(config: XLSTMConfig) -> StateLayout:
+        """mLSTM state (C [NH, DH, DH], n [NH, DH], m [NH, 1]) and the conv buffer [inner, K-1] per sequence."""
+        NH, inner, K = config.num_heads, config.mlstm_inner_dim, config.conv1d_kernel_size
+        DH = inner // NH
+        return StateLayout(states=((NH, DH, DH), (NH, DH), (NH, 1)), conv=(inner, K - 1) if K > 0 else None)
 
     def __init__(self, config: XLSTMConfig, layer_idx: int):
         super().__init__()
@@ -263,6 +279,12 @@ class XLSTMSLSTMLayer(nn.Module):
 
     recurrent_kernel: [NH, DH_in, 4, DH_out] (gate order i, f, z, o); bias: [NH, 4, DH].
     """
+
+    @staticmethod
+    def state_layout(config: XLSTMConfig) -> StateLayout:
+        """sLSTM state (h, c, n, m, each [NH, DH]) and the conv buffer [D, K-1] per sequence."""
+        NH, DH, K = config.slstm_num_heads, config.slstm_head_dim, config.slstm_conv1d_kernel_size
+        return StateLayout(states=((NH, DH),) * 4, conv=(config.hidden_size, K - 1) if K > 0 else None)
 
     def __init__(self, config: XLSTMConfig, layer_idx: int):
         super().__init__()
@@ -334,6 +356,18 @@ class XLSTMFeedForward(nn.Module):
         return self.dropout(self.proj_down(self.act_fn(gate) * up))
 
 
+def mixer_class(config: XLSTMConfig, layer_idx: int) -> type[nn.Module]:
+    """The sequence-mixer class of block `layer_idx`: sLSTM, or the mLSTM layer of the configured style."""
+    if config.block_types[layer_idx] == "slstm":
+        return XLSTMSLSTMLayer
+    return XLSTMLargeMLSTMLayer if config.block_style == "large" else XLSTMPaperMLSTMLayer
+
+
+def state_layouts(config: XLSTMConfig) -> tuple[StateLayout, ...]:
+    """What every block of a model built from `config` keeps in the cache, as its mixer declares it."""
+    return tuple(mixer_class(config, idx).state_layout(config) for idx in range(config.num_hidden_layers))
+
+
 class XLSTMBlock(GradientCheckpointingLayer):
     """Pre-norm residual block: x + mixer(norm(x)), then x + ffn(norm(x)) when the block has a feed-forward.
 
@@ -346,12 +380,7 @@ class XLSTMBlock(GradientCheckpointingLayer):
         self.layer_idx = layer_idx
         self.block_type = config.block_types[layer_idx]
         self.norm_mixer = make_norm(config, config.hidden_size)
-        if self.block_type == "slstm":
-            self.mixer = XLSTMSLSTMLayer(config, layer_idx)
-        elif config.block_style == "large":
-            self.mixer = XLSTMLargeMLSTMLayer(config, layer_idx)
-        else:
-            self.mixer = XLSTMPaperMLSTMLayer(config, layer_idx)
+        self.mixer = mixer_class(config, layer_idx)(config, layer_idx)
         if config.block_style == "large" or self.block_type == "slstm":
             self.norm_ffn = make_norm(config, config.hidden_size)
             self.ffn = XLSTMFeedForward(config)
@@ -403,7 +432,7 @@ def _foreign_xlstm_config_dict(pretrained_model_name_or_path, kwargs: dict) -> d
     return config_dict if config_dict.get("model_type") == "xlstm" else None
 
 
-class XLSTMPreTrainedModel(PreTrainedModel):
+class XLSTMPreTrainedModel(XLSTMPreTrainedHooks, PreTrainedModel):
     config_class = XLSTMConfig
     config: XLSTMConfig
     base_model_prefix = "backbone"
@@ -419,12 +448,6 @@ class XLSTMPreTrainedModel(PreTrainedModel):
     def __init__(self, config: XLSTMConfig, *inputs, **kwargs):
         check_backend(config.backend)
         super().__init__(config, *inputs, **kwargs)
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        # transformers excludes class names containing "xlstm" because its own xLSTM has a custom cache; ours is
-        # a standard Cache of linear-attention layers (`XLSTMCache`, see `_prepare_cache_for_generation`).
-        return True
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -447,14 +470,8 @@ class XLSTMPreTrainedModel(PreTrainedModel):
         kwargs["config"] = hf_xlstm_config(foreign, **overrides)
         kwargs.setdefault("key_mapping", HF_XLSTM_KEY_MAPPING)
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model._weight_conversions = None  # save under our names, not transformers' xlstm names
+        save_under_own_names(model)
         return model
-
-    def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
-        # Our layers initialise the parameters of their child Linears themselves; transformers' shortcut for custom
-        # code would skip every module without direct parameters (the layers). `_init_weights` uses
-        # `transformers.initialization`, which leaves parameters loaded from a checkpoint untouched.
-        super()._initialize_weights(module, is_custom_code=False)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -905,4 +922,4 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
         return result if return_dict else result.to_tuple()
 
 
-__all__ = ["XLSTMPreTrainedModel", "XLSTMModel", "XLSTMForCausalLM", "XLSTMBlock"]
+__all__ = ["XLSTMPreTrainedModel", "XLSTMModel", "XLSTMForCausalLM", "XLSTMBlock", "state_layouts"]

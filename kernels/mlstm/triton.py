@@ -44,8 +44,6 @@ from . import native
 
 MLSTMState = native.MLSTMState
 
-# Largest head dims the kernels are designed (and tested) for; larger ones still work but are untuned.
-MAX_HEAD_DIM = 512
 # Smallest tile of `tl.dot` (every dot dimension must be >= 16).
 MIN_TILE = 16
 # Tiling defaults (TFLA uses 64 x 64 sub-blocks of the sequence and 64-wide head-dim tiles).
