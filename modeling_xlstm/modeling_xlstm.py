@@ -52,8 +52,9 @@ def soft_cap(values: torch.Tensor, cap: float | None) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class XLSTMRMSNorm(nn.Module):
-    """RMSNorm over the last dimension, statistics in float32 when `force_float32` is set."""
+class XLSTMNorm(nn.Module):
+    """A norm over the last dimension with a per-channel weight and optional bias; statistics in float32 when
+    `force_float32` (under low-precision weights). Subclasses say how to normalize."""
 
     def __init__(self, dim: int, eps: float, use_bias: bool = False, force_float32: bool = True):
         super().__init__()
@@ -62,48 +63,38 @@ class XLSTMRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if use_bias else None
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_dtype = x.dtype
-        x = x.float() if self.force_float32 else x
-        x = (x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)).to(in_dtype)
+        x = self.normalize(x.float() if self.force_float32 else x).to(in_dtype)
         x = x * self.weight
         return x if self.bias is None else x + self.bias
 
 
-class XLSTMLayerNorm(nn.Module):
-    """LayerNorm over the last dimension with an optional bias, statistics in float32 when `force_float32`."""
+class XLSTMRMSNorm(XLSTMNorm):
+    """RMSNorm over the last dimension."""
 
-    def __init__(self, dim: int, eps: float, use_bias: bool = False, force_float32: bool = True):
-        super().__init__()
-        self.eps = eps
-        self.force_float32 = force_float32
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim)) if use_bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        in_dtype = x.dtype
-        x = x.float() if self.force_float32 else x
-        x = F.layer_norm(x, x.shape[-1:], eps=self.eps).to(in_dtype)
-        x = x * self.weight
-        return x if self.bias is None else x + self.bias
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
 
 
-class XLSTMMultiHeadLayerNorm(nn.Module):
+class XLSTMLayerNorm(XLSTMNorm):
+    """LayerNorm over the last dimension."""
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps)
+
+
+class XLSTMMultiHeadLayerNorm(XLSTMNorm):
     """LayerNorm of each head separately: [B, S, NH, DH] -> [B, S, NH * DH], with a per-channel weight."""
 
     def __init__(self, num_heads: int, head_dim: int, eps: float, use_bias: bool = False, force_float32: bool = True):
-        super().__init__()
-        self.eps = eps
-        self.force_float32 = force_float32
-        self.weight = nn.Parameter(torch.ones(num_heads * head_dim))
-        self.bias = nn.Parameter(torch.zeros(num_heads * head_dim)) if use_bias else None
+        super().__init__(num_heads * head_dim, eps, use_bias, force_float32)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        in_dtype = x.dtype
-        x = x.float() if self.force_float32 else x
-        x = F.layer_norm(x, x.shape[-1:], eps=self.eps).to(in_dtype).flatten(-2)
-        x = x * self.weight
-        return x if self.bias is None else x + self.bias
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps).flatten(-2)
 
 
 def make_norm(config: XLSTMConfig, dim: int) -> nn.Module:
@@ -488,7 +479,7 @@ class XLSTMPreTrainedModel(XLSTMPreTrainedHooks, PreTrainedModel):
             if getattr(layer, "bias", None) is not None:
                 init.zeros_(layer.bias)
 
-        if isinstance(module, (XLSTMRMSNorm, XLSTMLayerNorm, XLSTMMultiHeadLayerNorm)):
+        if isinstance(module, XLSTMNorm):
             init.ones_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from ..triton_math import logsigmoid
 from . import native
 
 MLSTMState = native.MLSTMState
@@ -455,12 +456,6 @@ def _bwd_dv_kernel(
 
 
 @triton.jit
-def _logsigmoid(x):
-    # log sigmoid(x) = min(x, 0) - log(1 + exp(-|x|)): finite for large |x|, 0 at x = +inf.
-    return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
-
-
-@triton.jit
 def _step_kernel(
     C, N, M, Q, K, V, IG, FG,  # state [BNH, DHQK, DHV], [BNH, DHQK], [BNH] (f32); q, k [BNH, DHQK]; v [BNH, DHV]; i, f [BNH]
     C_OUT, N_OUT, M_OUT, H,  # C_OUT may alias C (each program reads its C tile before writing it); N_OUT, M_OUT must not
@@ -472,7 +467,7 @@ def _step_kernel(
     mv = rv < DHV
     m = tl.load(M + bh)
     ig = tl.load(IG + bh).to(tl.float32)
-    lf = _logsigmoid(tl.load(FG + bh).to(tl.float32))
+    lf = logsigmoid(tl.load(FG + bh).to(tl.float32))
     m_new = tl.maximum(lf + m, ig)
     fa = tl.exp(lf + m - m_new)
     ia = tl.exp(ig - m_new)

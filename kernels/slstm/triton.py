@@ -41,6 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..triton_math import logsigmoid
 from . import native
 
 SLSTMState = native.SLSTMState
@@ -71,12 +72,6 @@ def _interpreting() -> bool:
 
 
 @triton.jit
-def _logsigmoid(x):
-    # log sigmoid(x) = min(x, 0) - log(1 + exp(-|x|)): no overflow for large |x|.
-    return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
-
-
-@triton.jit
 def _tanh(x):
     # tl has no tanh that also runs in the interpreter; 2 sigmoid(2x) - 1 is exact up to ~1 ulp of 1.
     return 2.0 * tl.sigmoid(2.0 * x) - 1.0
@@ -94,7 +89,7 @@ def _dot(a, b, IEEE: tl.constexpr):
 def _cell(i_r, f_r, z_r, o_r, c, n, m):
     """One sLSTM cell update from the raw gate pre-activations; returns the new (h, c, n, m)."""
     # The empty state (n == 0) contributes nothing: -inf makes m_new = i_r, f_act = 0.
-    lfm = tl.where(n == 0.0, float("-inf"), _logsigmoid(f_r) + m)
+    lfm = tl.where(n == 0.0, float("-inf"), logsigmoid(f_r) + m)
     m_new = tl.maximum(lfm, i_r)
     f_act = tl.exp(lfm - m_new)
     i_act = tl.exp(i_r - m_new)
@@ -272,7 +267,7 @@ def _slstm_bwd_kernel(
         # Recompute the pointwise forward of step t (the unmasked update, also at masked steps, where its
         # result is discarded below; it stays finite there because n_new >= i_act > 0).
         has_state = n_p != 0.0
-        lfm = tl.where(has_state, _logsigmoid(f_r) + m_p, float("-inf"))
+        lfm = tl.where(has_state, logsigmoid(f_r) + m_p, float("-inf"))
         m_new = tl.maximum(lfm, i_r)
         f_act = tl.exp(lfm - m_new)
         i_act = tl.exp(i_r - m_new)
