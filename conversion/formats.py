@@ -497,6 +497,71 @@ def hf_xlstm_config(source: dict[str, Any], **overrides: Any) -> XLSTMConfig:
     return large_config(source, "hf-xlstm", overrides=overrides)
 
 
+# Our config -> the source formats' configs (the inverses of `paper_config`, `large_config` and `hf_xlstm_config`;
+# used by `--verify`, the tests and the benchmarks to build the reference implementations).
+
+# The pure-PyTorch kernels of mlstm_kernels, for references that must run on CPU.
+NATIVE_KERNELS = dict(
+    chunkwise_kernel="chunkwise--native_autograd", sequence_kernel="native_sequence__native", step_kernel="native"
+)
+
+
+def to_nxai_large_config(config: XLSTMConfig) -> dict[str, Any]:
+    """The `xlstm.xlstm_large.model.xLSTMLargeConfig` fields of a large-style (7B) config with mLSTM blocks only."""
+    if config.block_style != "large" or "slstm" in config.block_types:
+        raise ValueError("xLSTMLarge has 7B-style mLSTM blocks only")
+    return dict(
+        embedding_dim=config.hidden_size, num_heads=config.num_heads, num_blocks=config.num_hidden_layers,
+        vocab_size=config.vocab_size, use_bias=config.use_bias, norm_eps=config.norm_eps,
+        norm_reduction_force_float32=config.norm_reduction_force_float32, add_out_norm=config.add_out_norm,
+        qk_dim_factor=config.qk_dim_factor, v_dim_factor=config.v_dim_factor, gate_soft_cap=config.gate_soft_cap,
+        ffn_proj_factor=config.ffn_proj_factor, ffn_round_up_to_multiple_of=config.ffn_round_up_to_multiple_of,
+        output_logit_soft_cap=config.output_logit_soft_cap, weight_mode=config.weight_mode,
+        chunk_size=config.chunk_size, eps=config.eps, inference_state_dtype=config.inference_state_dtype,
+    )
+
+
+def to_hf_xlstm_config(config: XLSTMConfig, **settings: Any) -> dict[str, Any]:
+    """The `transformers.xLSTMConfig` keyword arguments of a large-style config with mLSTM blocks only; `settings`
+    (kernel names, `mode`, dtypes) are added as given. transformers' xLSTM stores single-mode weights."""
+    large = to_nxai_large_config(config)
+    renamed = {"embedding_dim": "hidden_size", "num_blocks": "num_hidden_layers"}
+    hf = {renamed.get(key, key): value for key, value in large.items()}
+    hf.update(weight_mode="single", tie_word_embeddings=config.tie_word_embeddings)
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        if getattr(config, name, None) is not None:
+            hf[name] = getattr(config, name)
+    return {**hf, **settings}
+
+
+def to_nxai_paper_config(config: XLSTMConfig, context_length: int = 128, slstm_backend: str = "vanilla") -> dict:
+    """The `xlstm.xLSTMLMModelConfig` of a paper-style config, as the nested dict its YAML files hold (build it with
+    `dacite.from_dict(xLSTMLMModelConfig, ...)`). The reference rounds widths up to multiples of 64, as we do."""
+    if config.block_style != "paper" or config.gate_soft_cap is not None or config.output_logit_soft_cap is not None:
+        raise ValueError("xLSTMLMModel has paper-style blocks only, without soft caps")
+    return dict(
+        vocab_size=config.vocab_size, embedding_dim=config.hidden_size, num_blocks=config.num_hidden_layers,
+        context_length=context_length, slstm_at=list(config.slstm_at), tie_weights=config.tie_word_embeddings,
+        bias=config.use_bias, add_post_blocks_norm=config.add_out_norm, dropout=config.dropout,
+        add_embedding_dropout=config.embedding_dropout,
+        mlstm_block=dict(mlstm=dict(
+            num_heads=config.num_heads, proj_factor=config.mlstm_proj_factor,
+            qkv_proj_blocksize=config.qkv_proj_blocksize, conv1d_kernel_size=config.conv1d_kernel_size,
+        )),
+        slstm_block=dict(
+            slstm=dict(
+                backend=slstm_backend, num_heads=config.slstm_num_heads,
+                conv1d_kernel_size=config.slstm_conv1d_kernel_size, bias_init=config.slstm_bias_init,
+                recurrent_weight_init=config.slstm_recurrent_weight_init,
+            ),
+            feedforward=dict(
+                proj_factor=config.ffn_proj_factor, act_fn=config.ffn_act_fn,
+                round_proj_up_to_multiple_of=config.ffn_round_up_to_multiple_of,
+            ),
+        ),
+    )
+
+
 def large_plan(
     document: dict[str, Any], source_format: str, source_shapes: dict[str, tuple[int, ...]]
 ) -> Plan:

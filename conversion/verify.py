@@ -14,13 +14,9 @@ import torch
 from transformers.utils import logging
 
 from .errors import ConversionError
-from .formats import paper_model_section
+from .formats import NATIVE_KERNELS, paper_model_section
 
 logger = logging.get_logger(__name__)
-
-_NATIVE_KERNELS = dict(
-    chunkwise_kernel="chunkwise--native_autograd", sequence_kernel="native_sequence__native", step_kernel="native"
-)
 
 
 def _reference_paper(source) -> torch.nn.Module:
@@ -57,7 +53,7 @@ def _reference_large(source) -> torch.nn.Module:
 
     fields = set(xLSTMLargeConfig.__dataclass_fields__)
     settings = {key: value for key, value in source.document.items() if key in fields}
-    settings.update(_NATIVE_KERNELS, mode="inference", return_last_states=False, weight_mode=source.plan.config.weight_mode)
+    settings.update(NATIVE_KERNELS, mode="inference", return_last_states=False, weight_mode=source.plan.config.weight_mode)
     model = xLSTMLarge(xLSTMLargeConfig(**settings))
     model.load_state_dict({name: source.tensors.get(name) for name in source.tensors.names()})
     return model
@@ -67,7 +63,7 @@ def _reference_hf(source) -> torch.nn.Module:
     from transformers import xLSTMForCausalLM
 
     folder = source.path if source.path.is_dir() else source.path.parent
-    return xLSTMForCausalLM.from_pretrained(folder, dtype=torch.float32, **_NATIVE_KERNELS)
+    return xLSTMForCausalLM.from_pretrained(folder, dtype=torch.float32, **NATIVE_KERNELS)
 
 
 @torch.no_grad()

@@ -15,26 +15,24 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from modeling_xlstm import XLSTMForCausalLM
+from helpers import randomize_
+
+from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
 from modeling_xlstm.conversion import ConversionError, convert_checkpoint
+from modeling_xlstm.conversion.formats import (
+    NATIVE_KERNELS,
+    hf_xlstm_config,
+    large_config,
+    paper_config,
+    to_hf_xlstm_config,
+    to_nxai_large_config,
+    to_nxai_paper_config,
+)
 
 xlstm = pytest.importorskip("xlstm")
 pytest.importorskip("mlstm_kernels")
 
 ATOL = 1e-4  # float32; the references differ from us only in summation order (and eps placement, see below)
-NATIVE_KERNELS = dict(
-    chunkwise_kernel="chunkwise--native_autograd", sequence_kernel="native_sequence__native", step_kernel="native"
-)
-
-
-@torch.no_grad()
-def perturb_(model: torch.nn.Module, scale: float = 0.3, seed: int = 0) -> torch.nn.Module:
-    """Random non-zero values everywhere: the published init zeroes gate weights and sLSTM recurrent kernels (and
-    the paper's LayerNorm offsets), which would leave exactly the tricky paths untested."""
-    g = torch.Generator().manual_seed(seed)
-    for param in model.parameters():
-        param.add_(scale * torch.randn(param.shape, generator=g, dtype=param.dtype))
-    return model.eval()
 
 
 def tokens(batch: int, length: int, vocab: int, seed: int = 1) -> torch.Tensor:
@@ -78,7 +76,7 @@ def paper_reference():
 
     torch.manual_seed(0)
     config = from_dict(xLSTMLMModelConfig, paper_model_config(PAPER_EXPERIMENT), config=Config(strict=True))
-    return perturb_(xLSTMLMModel(config))
+    return randomize_(xLSTMLMModel(config), scale=0.3).eval()
 
 
 def cuda_layout_state_dict(model) -> dict[str, torch.Tensor]:
@@ -200,7 +198,7 @@ def test_xlstm_large_logits_and_generation_match(weight_mode, tmp_path):
         mode="inference", return_last_states=True, **NATIVE_KERNELS,
     )
     torch.manual_seed(0)
-    reference = perturb_(xLSTMLarge(xLSTMLargeConfig(**settings)), scale=0.2)
+    reference = randomize_(xLSTMLarge(xLSTMLargeConfig(**settings))).eval()
     src = tmp_path / "src"
     src.mkdir()
     save_file(reference.state_dict(), src / "model.safetensors")
@@ -230,7 +228,7 @@ def hf_reference(tmp_path_factory):
 
     torch.manual_seed(0)
     config = xLSTMConfig(vocab_size=83, hidden_size=128, num_hidden_layers=2, num_heads=2, chunk_size=8, **NATIVE_KERNELS)
-    reference = perturb_(xLSTMForCausalLM(config), scale=0.2)
+    reference = randomize_(xLSTMForCausalLM(config)).eval()
     src = tmp_path_factory.mktemp("hf_xlstm")
     reference.save_pretrained(src, max_shard_size="200KB")
     assert (src / "model.safetensors.index.json").is_file()
@@ -458,3 +456,31 @@ def test_verify_raises_no_warning_from_our_code(hf_reference, tmp_path):
     with no_warnings_from_our_code():
         result = convert_checkpoint(src, tmp_path / "verified", verify=True, progress=False)
     assert result.max_logit_diff < ATOL
+
+
+@pytest.mark.parametrize("weight_mode", ["single", "fused"])
+def test_large_config_mappings_invert_the_readers(weight_mode):
+    ours = XLSTMConfig(
+        vocab_size=71, hidden_size=64, num_hidden_layers=3, num_heads=2, block_style="large", chunk_size=8,
+        weight_mode=weight_mode, gate_soft_cap=12.0, ffn_proj_factor=2.0, pad_token_id=0,
+    )
+    back = large_config(to_nxai_large_config(ours), "nxai-large", weight_mode=weight_mode)
+    back_hf = hf_xlstm_config(to_hf_xlstm_config(ours), weight_mode=weight_mode)
+    for config in (back, back_hf):
+        mine, theirs = ours.to_dict(), config.to_dict()
+        for key in ("transformers_version", "bos_token_id", "eos_token_id", "pad_token_id"):
+            mine.pop(key, None), theirs.pop(key, None)
+        assert theirs == mine
+
+
+def test_paper_config_mapping_inverts_the_reader():
+    ours = XLSTMConfig(
+        vocab_size=61, hidden_size=32, num_hidden_layers=4, slstm_at=[1, 3], num_heads=2, slstm_num_heads=2,
+        block_style="paper", weight_mode="fused", ffn_proj_factor=1.3, ffn_round_up_to_multiple_of=64,
+        gate_soft_cap=None, output_logit_soft_cap=None,
+    )
+    back = paper_config(to_nxai_paper_config(ours)).config
+    mine, theirs = ours.to_dict(), back.to_dict()
+    for key in ("transformers_version", "eps"):
+        mine.pop(key, None), theirs.pop(key, None)
+    assert theirs == mine
