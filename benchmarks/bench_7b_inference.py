@@ -267,13 +267,13 @@ class Ours:
 
     def prefill(self, ids, cache):
         """Feed `ids` through the model continuing from `cache`; logits of the last position [B, V]."""
-        return self.model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        return self.model(ids, cache=cache, logits_to_keep=1).logits[:, -1]
 
     def first_token_logits(self, ids):
         return self.model(ids, use_cache=True, logits_to_keep=1).logits[:, -1]
 
     def step_logits(self, token, cache):
-        return self.model(token, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        return self.model(token, cache=cache, logits_to_keep=1).logits[:, -1]
 
 
 class Theirs:
@@ -310,67 +310,6 @@ class Theirs:
 
     def step_logits(self, token, cache):
         return self.model(token, cache_params=cache, use_cache=True).logits[:, -1]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Decode harness: one greedy step on static buffers, captured in a CUDA graph
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class GreedyDecoder:
-    """Greedy decoding of `side` at one batch size: `step()` reads the current token from `self.token` [B, 1], runs the
-    model one token on the cache, writes the argmax back into `self.token` and into `self.tokens[:, position]`, and
-    advances `position` -- all on the device, so the replayed graph needs nothing from the host."""
-
-    def __init__(self, side, cache, batch: int, max_tokens: int, mode: str, device):
-        import torch
-
-        self.side, self.cache, self.mode, self.device = side, cache, mode, device
-        self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
-        self.tokens = torch.zeros(batch, max_tokens + 1, dtype=torch.long, device=device)
-        self.position = torch.zeros(batch, 1, dtype=torch.long, device=device)
-        self.graph = None
-        function = self._step
-        if mode == "compile-graph":
-            function = torch.compile(self._step, dynamic=False, fullgraph=False)
-        self.function = function
-
-    def _step(self) -> None:
-        logits = self.side.step_logits(self.token, self.cache)
-        next_token = logits.argmax(-1, keepdim=True)
-        self.token.copy_(next_token)
-        self.tokens.scatter_(1, self.position, next_token)
-        self.position.add_(1)
-
-    def start(self, first_token) -> None:
-        self.token.copy_(first_token.view(-1, 1))
-        self.position.zero_()
-
-    def prepare(self, warmup_steps: int = 3) -> None:
-        """Run the step a few times (Triton/inductor compilation, cuBLAS workspaces), then capture it. The warm-up
-        steps advance the cache; callers re-prefill afterwards."""
-        import torch
-
-        if self.mode == "eager" or self.device.type != "cuda":
-            self.function()
-            return
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(warmup_steps):
-                self.function()
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.function()
-        torch.cuda.synchronize()
-
-    def step(self) -> None:
-        if self.graph is not None:
-            self.graph.replay()
-        else:
-            self.function()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -442,6 +381,8 @@ def measure_decode(side, batch, prompts, scale, modes, device, vocab, own_bytes,
     """{prompt: {"tok_s", "mode", "peak_gb", "tokens", "modes": {mode: tok_s or error}}} for one model and batch."""
     import torch
 
+    from modeling_xlstm.decoding import GreedyDecoder
+
     results = {}
     decoders = {}
     n = scale.new_tokens
@@ -453,10 +394,12 @@ def measure_decode(side, batch, prompts, scale, modes, device, vocab, own_bytes,
                 try:
                     cache = side.cache(batch)
                     if mode not in decoders:  # capture once per batch size; the warm-up steps need a state
-                        decoder = GreedyDecoder(side, cache, batch, n, mode, device)
+                        decoder = GreedyDecoder(
+                            lambda token, cache=cache: side.step_logits(token, cache), batch, n, device, mode
+                        )
                         decoder.start(prefill_in_pieces(side, cache, ids[:, :16], scale.prefill_tokens_per_call).argmax(-1))
                         start = time.perf_counter()
-                        decoder.prepare()
+                        decoder.capture()
                         sync(device)
                         entry.setdefault("prepare_s", {})[mode] = time.perf_counter() - start
                         decoders[mode] = decoder
@@ -472,7 +415,7 @@ def measure_decode(side, batch, prompts, scale, modes, device, vocab, own_bytes,
                     seconds = time.perf_counter() - start
                     entry["modes"][mode] = batch * n / seconds
                     if "tok_s" not in entry or entry["modes"][mode] > entry["tok_s"]:
-                        entry.update(tok_s=entry["modes"][mode], mode=mode, tokens=decoder.tokens[:, :n].cpu())
+                        entry.update(tok_s=entry["modes"][mode], mode=mode, tokens=decoder.tokens[:, 1 : n + 1].cpu())
                 except Exception as error:  # noqa: BLE001 -- a mode that cannot run on this stack is reported, not fatal
                     entry["modes"][mode] = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
                     decoders.pop(mode, None)
