@@ -55,22 +55,18 @@ from transformers import (
 
 import modeling_xlstm  # noqa: F401  (registers the xlstm_stack model type)
 from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
+from modeling_xlstm.hub_configs import write_remote_code
 
 REPO = Path(__file__).resolve().parent.parent
 EOS = "<|endoftext|>"
 MODEL_NAMES = ("xlstm", "mlstm", "gpt2")
-REMOTE_CODE = ("configuration_xlstm.py", "modeling_xlstm.py")
-AUTO_MAP = {
-    "AutoConfig": "configuration_xlstm.XLSTMConfig",
-    "AutoModel": "modeling_xlstm.XLSTMModel",
-    "AutoModelForCausalLM": "modeling_xlstm.XLSTMForCausalLM",
-}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
+    # hub_configs/ is installed as modeling_xlstm.hub_configs (package data): this folder is the one the wheel ships
     parser.add_argument("--output-dir", default=str(REPO / "hub_configs" / "xlstm-tiny-stdlib"),
                         help="hub-ready folder for the trained xLSTM (replaced if it exists)")
     parser.add_argument("--work-dir", default=str(REPO / "out" / "train_tiny"),
@@ -351,8 +347,11 @@ python -m modeling_xlstm generate "def fibonacci(n):"
 import modeling_xlstm  # registers the xlstm_stack model type
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-model = AutoModelForCausalLM.from_pretrained("hub_configs/xlstm-tiny-stdlib")
-tokenizer = AutoTokenizer.from_pretrained("hub_configs/xlstm-tiny-stdlib")
+from modeling_xlstm.hub_configs import model_path
+
+folder = model_path("xlstm-tiny-stdlib")  # ships with the package; or the path of a copy of this folder
+model = AutoModelForCausalLM.from_pretrained(folder)
+tokenizer = AutoTokenizer.from_pretrained(folder)
 ids = tokenizer("def fibonacci(n):", return_tensors="pt").input_ids
 print(tokenizer.decode(model.generate(ids, max_new_tokens=40, do_sample=False)[0], skip_special_tokens=True))
 ```
@@ -406,8 +405,8 @@ few hundredths as unresolved.
 ## Files
 
 `config.json` (`model_type: xlstm_stack`, with an `auto_map` for `trust_remote_code=True`), `generation_config.json`,
-`model.safetensors` (float32), `tokenizer.json` + `tokenizer_config.json`, and the two remote-code shims that
-re-export the installed `modeling_xlstm` package.
+`model.safetensors` (float32), `tokenizer.json` + `tokenizer_config.json`, and `xlstm_stack_remote.py`, the remote
+code that `auto_map` points to (it subclasses the installed `modeling_xlstm` package's classes).
 """
 
 
@@ -531,13 +530,12 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     model.config.architectures = ["XLSTMForCausalLM"]
-    model.config.auto_map = dict(AUTO_MAP)
     model.config.backend = "auto"
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        max_new_tokens=128,
+        # no max_new_tokens / max_length: they would override the max_length clients such as lm-eval pass
         do_sample=True,
         temperature=0.7,
         top_k=40,
@@ -545,8 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    for file in REMOTE_CODE:
-        shutil.copyfile(REPO / "hub_configs" / "remote_code" / file, out / file)
+    write_remote_code(out)  # xlstm_stack_remote.py + config.json's auto_map, for trust_remote_code=True
     info = {
         "results": results,
         "data": data,

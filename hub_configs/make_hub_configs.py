@@ -1,27 +1,23 @@
-"""Write hub_configs/<model>/ for every published xLSTM model: config.json, generation_config.json and the two
-remote-code shims that make `trust_remote_code=True` work. Run from the repository root:
+"""Write hub_configs/<model>/ for every published xLSTM model: config.json, generation_config.json and the
+remote-code module that makes `trust_remote_code=True` work. Run from the repository root:
 
     python hub_configs/make_hub_configs.py
 
-The values and where each comes from are listed in hub_configs/README.md.
+The values and where each comes from are listed in hub_configs/README.md. The remote-code module and the
+`auto_map` come from `modeling_xlstm.hub_configs.write_remote_code`, the one writer of both (also used by
+examples/train_tiny.py for the bundled xlstm-tiny-stdlib).
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from transformers import GenerationConfig
 
 from modeling_xlstm import XLSTMConfig
+from modeling_xlstm.hub_configs import AUTO_MAP, REMOTE_MODULE, write_remote_code  # noqa: F401  (re-exported)
 
 HERE = Path(__file__).resolve().parent
-AUTO_MAP = {
-    "AutoConfig": "configuration_xlstm.XLSTMConfig",
-    "AutoModel": "modeling_xlstm.XLSTMModel",
-    "AutoModelForCausalLM": "modeling_xlstm.XLSTMForCausalLM",
-}
-REMOTE_CODE = ("configuration_xlstm.py", "modeling_xlstm.py")
 
 # xLSTM 7B (NX-AI/xLSTM-7b): the defaults of transformers' xLSTMConfig, which are the 7B's.
 XLSTM_7B = dict(
@@ -87,18 +83,22 @@ def published_models() -> dict[str, dict]:
     return models
 
 
+def write_folder(folder: Path, settings: dict) -> None:
+    """config.json, generation_config.json and the remote code of one published model."""
+    folder.mkdir(exist_ok=True)
+    config = XLSTMConfig(**settings)
+    config.architectures = ["XLSTMForCausalLM"]
+    config.save_pretrained(folder)
+    GenerationConfig.from_model_config(config).save_pretrained(folder)
+    write_remote_code(folder)
+
+
 def write_all() -> None:
+    if not (HERE.parent / "pyproject.toml").is_file():  # e.g. run as modeling_xlstm.hub_configs.make_hub_configs
+        raise SystemExit(f"{HERE} is not the hub_configs/ of a source checkout; run this script from one")
     for name, settings in published_models().items():
-        folder = HERE / name
-        folder.mkdir(exist_ok=True)
-        config = XLSTMConfig(**settings)
-        config.architectures = ["XLSTMForCausalLM"]
-        config.auto_map = dict(AUTO_MAP)
-        config.save_pretrained(folder)
-        GenerationConfig.from_model_config(config).save_pretrained(folder)
-        for file in REMOTE_CODE:
-            shutil.copyfile(HERE / "remote_code" / file, folder / file)
-        print(f"wrote {folder.relative_to(HERE.parent)}")
+        write_folder(HERE / name, settings)
+        print(f"wrote {(HERE / name).relative_to(HERE.parent)}")
 
 
 if __name__ == "__main__":

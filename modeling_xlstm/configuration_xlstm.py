@@ -273,6 +273,17 @@ class XLSTMConfig(PreTrainedConfig):
     def slstm_head_dim(self) -> int:
         return self.hidden_size // self.slstm_num_heads
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedConfig.save_pretrained`; a config loaded from a folder whose `auto_map` names this package's
+        remote-code module (`trust_remote_code=True` folders) also gets that module written next to config.json,
+        so that the saved folder loads with `trust_remote_code=True` as the original did."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        auto_map = getattr(self, "auto_map", None) or {}
+        from .hub_configs import REMOTE_MODULE, write_remote_code
+
+        if any(str(target).startswith(REMOTE_MODULE + ".") for target in auto_map.values()):
+            write_remote_code(save_directory)
+
     def to_dict(self) -> dict:
         # the block kinds are stored once, as `block_types`; `slstm_at` is only a way to give them
         config_dict = super().to_dict()

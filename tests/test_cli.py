@@ -21,12 +21,27 @@ BUNDLED = REPO / "hub_configs" / "xlstm-tiny-stdlib"
 PROMPT = "def fibonacci(n):"
 
 
-def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+def cli_env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+
+
+def run_cli(*args: str, stdin: str | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "modeling_xlstm", *args],
-        input=stdin, capture_output=True, text=True, timeout=300, cwd=REPO, env=env,
+        input=stdin, capture_output=True, text=True, timeout=300, cwd=cwd, env=cli_env(),
     )
+
+
+def bundled_copy(folder: Path, **config_changes) -> Path:
+    """The bundled model in `folder` (files linked, not copied), with config.json's values changed."""
+    folder.mkdir()
+    for path in BUNDLED.iterdir():
+        (folder / path.name).symlink_to(path)
+    (folder / "config.json").unlink()
+    config = json.loads((BUNDLED / "config.json").read_text())
+    config.update(config_changes)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +78,31 @@ def test_bundled_folder_is_complete_and_small():
 
 
 def test_cli_finds_the_bundled_model():
-    assert bundled_model_dir() == BUNDLED
+    from modeling_xlstm.hub_configs import model_path
+
+    assert bundled_model_dir() == BUNDLED == model_path("xlstm-tiny-stdlib")
+
+
+def test_bundled_generation_config_leaves_the_length_to_the_caller(bundled):
+    """No max_new_tokens/max_length in generation_config.json: it would override the max_length that clients such
+    as lm-eval pass to generate()."""
+    settings = json.loads((BUNDLED / "generation_config.json").read_text())
+    assert "max_new_tokens" not in settings and "max_length" not in settings, settings
+    assert settings["do_sample"] is True and settings["top_k"] == 40  # the sampling defaults stay
+    model, tokenizer = bundled
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    with torch.inference_mode():
+        output = model.generate(ids, max_length=ids.shape[1] + 5, do_sample=False)
+    assert output.shape[1] == ids.shape[1] + 5
+
+
+def test_cli_default_max_new_tokens_is_its_own(bundled):
+    from modeling_xlstm.__main__ import build_parser, generation_settings
+
+    args = build_parser().parse_args(["generate", PROMPT])
+    assert generation_settings(args, bundled[0]).max_new_tokens == 128
+    args = build_parser().parse_args(["generate", PROMPT, "--max-new-tokens", "7"])
+    assert generation_settings(args, bundled[0]).max_new_tokens == 7
 
 
 def test_bundled_model_generates_deterministically(bundled):
@@ -104,6 +143,34 @@ def test_cli_generate_greedy_streams_the_models_text(bundled):
     assert any(token in continuation for token in ("(", ")", ":", "=", "return", "self", "if ", "#", "import")), (
         f"not Python-like: {continuation!r}"
     )
+
+
+def test_cli_stdout_holds_only_the_text_and_stderr_stays_empty(bundled):
+    """stdout is exactly the generated text; no warnings or log lines on either stream (transformers 5.23 and
+    5.24); with --verbose, still no warning about deprecated names, since none may be caused by our code."""
+    expected, _ = greedy_text(*bundled, PROMPT, 12)
+    result = run_cli("generate", PROMPT, "--max-new-tokens", "12", "--greedy")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected + "\n"
+    assert result.stderr == ""
+    verbose = run_cli("generate", PROMPT, "--max-new-tokens", "12", "--greedy", "--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    assert verbose.stdout == expected + "\n"
+    for marker in ("Warning:", "deprecat", "Traceback"):
+        assert marker.lower() not in verbose.stderr.lower(), verbose.stderr
+
+
+def test_cli_exits_quietly_when_the_reader_goes_away():
+    """`... generate | head -c 5`: no BrokenPipeError traceback, the exit status of a process killed by SIGPIPE."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modeling_xlstm", "generate", PROMPT, "--greedy", "--max-new-tokens", "200"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=cli_env(),
+    )
+    assert process.stdout.read(5) == PROMPT[:5].encode()
+    process.stdout.close()  # like `head -c 5` exiting
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) in (0, 141), stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr and "Exception ignored" not in stderr, stderr
 
 
 def test_cli_generate_reads_stdin_and_prompt_files(tmp_path, capsys, bundled):
@@ -158,13 +225,65 @@ def test_cli_incomplete_model_folder(tmp_path, capsys, present, missing):
     assert f"no {missing}" in error and "--model" in error, error
 
 
-def test_cli_unloadable_model_exits_2(tmp_path, capsys):
-    (tmp_path / "config.json").write_text("{not json")
-    (tmp_path / "model.safetensors").write_bytes(b"garbage")
-    (tmp_path / "tokenizer.json").write_text("{}")
-    assert main(["generate", PROMPT, "--model", str(tmp_path)]) == 2
+@pytest.mark.parametrize("broken, message", [("model.safetensors", "cannot load the model weights"),
+                                             ("tokenizer.json", "cannot load the tokenizer")])
+def test_cli_unloadable_model_exits_2(tmp_path, capsys, broken, message):
+    folder = bundled_copy(tmp_path / "model")
+    (folder / broken).unlink()
+    (folder / broken).write_bytes(b"garbage")
+    assert main(["generate", PROMPT, "--model", str(folder)]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("python -m modeling_xlstm generate: error: cannot load") and "\n" not in error, error
+    assert error.startswith(f"python -m modeling_xlstm generate: error: {message}") and "\n" not in error, error
+
+
+@pytest.mark.parametrize(
+    "config_text, messages",
+    [
+        ('{"model_type": "xlstm_stack", "hidden_size": ', ["config.json", "not valid JSON", "line 1"]),
+        ('["xlstm_stack"]', ["config.json", "JSON object"]),
+        ('{"model_type": "no_such_model"}', ["config.json", "no_such_model"]),
+    ],
+)
+def test_cli_invalid_config_json_is_reported_as_such(tmp_path, capsys, config_text, messages):
+    folder = bundled_copy(tmp_path / "model")
+    (folder / "config.json").write_text(config_text)
+    assert main(["generate", PROMPT, "--model", str(folder)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "tokenizer" not in error, error
+    for message in messages:
+        assert message in error, error
+
+
+def test_cli_config_value_error_names_the_file_and_the_field(tmp_path, capsys):
+    folder = bundled_copy(tmp_path / "model", num_heads=3)
+    assert main(["generate", PROMPT, "--model", str(folder)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "config.json" in error and "num_heads" in error and "tokenizer" not in error, error
+
+
+def test_cli_config_weights_mismatch_lists_the_tensors(tmp_path):
+    folder = bundled_copy(tmp_path / "model", vocab_size=4000)
+    result = run_cli("generate", PROMPT, "--model", str(folder))
+    assert result.returncode == 2 and result.stdout == ""
+    error = result.stderr
+    assert "above report" not in error and "Traceback" not in error, error
+    assert error.startswith("python -m modeling_xlstm generate: error:"), error
+    for name in ("backbone.embeddings.weight", "lm_head.weight"):
+        assert name in error, error
+    assert "[4096, 128]" in error and "[4000, 128]" in error and "config.json" in error, error
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA device")
+def test_cli_cuda_without_a_gpu(capsys):
+    assert main(["generate", PROMPT, "--device", "cuda"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "no CUDA device" in error and "--device cpu" in error and "cannot load" not in error, error
+
+
+def test_cli_rejects_an_unknown_device(capsys):
+    assert main(["generate", PROMPT, "--device", "gpu0"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--device" in error and "gpu0" in error and "cpu" in error, error
 
 
 @pytest.mark.parametrize(

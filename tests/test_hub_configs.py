@@ -1,21 +1,36 @@
 """hub_configs/: every published model's config builds (on the meta device) a model with exactly the parameter
-count of NX-AI's reference implementation built from the same settings, and the folders are up to date."""
+count of NX-AI's reference implementation built from the same settings, the folders are up to date, ship as
+package data, and their remote code neither shadows the package nor needs it imported first."""
 
+import importlib.util
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import torch
 
 from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
+from modeling_xlstm.conversion.formats import to_nxai_large_config, to_nxai_paper_config
+from modeling_xlstm.hub_configs.make_hub_configs import published_models, write_folder
+from modeling_xlstm.hub_configs import (
+    AUTO_MAP,
+    REMOTE_MODULE,
+    model_path,
+    names,
+    remote_code_source,
+    write_remote_code,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB = ROOT / "hub_configs"
-sys.path.insert(0, str(HUB))
-from make_hub_configs import AUTO_MAP, REMOTE_CODE, published_models  # noqa: E402
 
 MODELS = published_models()
+FOLDERS = names()  # the published configs and the bundled xlstm-tiny-stdlib
 
 
 def count(model: torch.nn.Module) -> int:
@@ -23,64 +38,16 @@ def count(model: torch.nn.Module) -> int:
 
 
 def reference_paper(config: XLSTMConfig) -> torch.nn.Module:
-    from xlstm import (
-        FeedForwardConfig,
-        mLSTMBlockConfig,
-        mLSTMLayerConfig,
-        sLSTMBlockConfig,
-        sLSTMLayerConfig,
-        xLSTMLMModel,
-        xLSTMLMModelConfig,
-    )
+    from dacite import Config, from_dict
+    from xlstm import xLSTMLMModel, xLSTMLMModelConfig
 
-    ref_config = xLSTMLMModelConfig(
-        vocab_size=config.vocab_size,
-        embedding_dim=config.hidden_size,
-        num_blocks=config.num_hidden_layers,
-        context_length=128,
-        slstm_at=list(config.slstm_at),
-        tie_weights=config.tie_word_embeddings,
-        bias=config.use_bias,
-        mlstm_block=mLSTMBlockConfig(
-            mlstm=mLSTMLayerConfig(
-                num_heads=config.num_heads,
-                proj_factor=config.mlstm_proj_factor,
-                qkv_proj_blocksize=config.qkv_proj_blocksize,
-                conv1d_kernel_size=config.conv1d_kernel_size,
-            )
-        ),
-        slstm_block=sLSTMBlockConfig(
-            slstm=sLSTMLayerConfig(
-                backend="vanilla",
-                num_heads=config.slstm_num_heads,
-                conv1d_kernel_size=config.slstm_conv1d_kernel_size,
-                bias_init=config.slstm_bias_init,
-            ),
-            feedforward=FeedForwardConfig(proj_factor=config.ffn_proj_factor, act_fn=config.ffn_act_fn),
-        ),
-    )
-    return xLSTMLMModel(ref_config)
+    return xLSTMLMModel(from_dict(xLSTMLMModelConfig, to_nxai_paper_config(config), config=Config(strict=True)))
 
 
 def reference_large(config: XLSTMConfig) -> torch.nn.Module:
     from xlstm.xlstm_large.model import xLSTMLarge, xLSTMLargeConfig
 
-    return xLSTMLarge(
-        xLSTMLargeConfig(
-            embedding_dim=config.hidden_size,
-            num_heads=config.num_heads,
-            num_blocks=config.num_hidden_layers,
-            vocab_size=config.vocab_size,
-            use_bias=config.use_bias,
-            qk_dim_factor=config.qk_dim_factor,
-            v_dim_factor=config.v_dim_factor,
-            ffn_proj_factor=config.ffn_proj_factor,
-            ffn_round_up_to_multiple_of=config.ffn_round_up_to_multiple_of,
-            gate_soft_cap=config.gate_soft_cap,
-            output_logit_soft_cap=config.output_logit_soft_cap,
-            weight_mode=config.weight_mode,
-        )
-    )
+    return xLSTMLarge(xLSTMLargeConfig(**to_nxai_large_config(config)))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -139,15 +106,95 @@ def test_7b_matches_transformers_xlstm_defaults():
     assert ours.block_types == ["mlstm"] * 32
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_folder_is_complete_and_up_to_date(name):
+def test_every_model_folder_is_listed():
+    assert set(FOLDERS) == set(MODELS) | {"xlstm-tiny-stdlib"}
+    assert model_path("xlstm-7b") == HUB / "xlstm-7b"
+    with pytest.raises(ValueError, match="xlstm-tiny-stdlib"):
+        model_path("xlstm-70b")
+
+
+@pytest.mark.parametrize("name", FOLDERS)
+def test_folder_has_exactly_the_generated_remote_code(name):
+    """One remote-code module per folder, as write_remote_code writes it, and the auto_map points to it."""
     folder = HUB / name
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "xlstm_stack"
     assert config["auto_map"] == AUTO_MAP
+    assert all(ref.startswith(REMOTE_MODULE + ".") for ref in AUTO_MAP.values())
+    assert sorted(path.name for path in folder.glob("*.py")) == [REMOTE_MODULE + ".py"]
+    assert (folder / f"{REMOTE_MODULE}.py").read_text() == remote_code_source()
+    assert not [path for path in folder.iterdir() if path.is_dir()]
+
+
+@pytest.mark.parametrize("name", FOLDERS)
+def test_no_file_in_a_model_folder_shadows_a_module(name):
+    """Python puts the working directory first on sys.path: no file or folder there may be named like anything
+    importable (the package itself above all, which the remote code imports)."""
+    for path in (HUB / name).iterdir():
+        module = path.stem if path.suffix == ".py" else path.name
+        if path.suffix == ".py" or path.is_dir():
+            assert module not in ("modeling_xlstm", "transformers", "torch", "kernels", "conversion"), path
+            assert importlib.util.find_spec(module) is None, f"{path} shadows the importable module {module!r}"
+
+
+@pytest.mark.parametrize("name", ["xlstm-tiny-stdlib", "xlstm-7-1-125m"])
+def test_package_works_from_inside_a_model_folder(name):
+    """`cd hub_configs/<model> && python -m modeling_xlstm --help` once failed: modeling_xlstm.py there shadowed
+    the package."""
+    folder = HUB / name
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-m", "modeling_xlstm", "--help"], cwd=folder, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "generate" in result.stdout and "convert" in result.stdout
+    code = "import modeling_xlstm.modeling_xlstm, modeling_xlstm.hub_configs; print(modeling_xlstm.__file__)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert not Path(result.stdout.strip()).resolve().is_relative_to(folder.resolve())
+
+
+def test_package_data_covers_every_model_file():
+    """pyproject.toml's package-data patterns take every file of every model folder into the wheel (the setuptools
+    patterns are globs relative to hub_configs/, as used here)."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    setuptools = pyproject["tool"]["setuptools"]
+    assert setuptools["package-dir"]["modeling_xlstm.hub_configs"] == "hub_configs"
+    assert "modeling_xlstm.hub_configs" in setuptools["packages"]
+    shipped = {path for pattern in setuptools["package-data"]["modeling_xlstm.hub_configs"] for path in HUB.glob(pattern)}
+    files = {path for name in FOLDERS for path in (HUB / name).iterdir() if path.is_file()}
+    assert files - shipped == set()
+    assert HUB / "README.md" in shipped
+    size = sum(path.stat().st_size for path in shipped)
+    assert size < 10_000_000, f"the model folders add {size:,} bytes to the wheel"
+
+
+def test_write_remote_code_replaces_the_legacy_shims(tmp_path):
+    config = XLSTMConfig(vocab_size=64, hidden_size=64, num_hidden_layers=2, num_heads=2)
+    config.save_pretrained(tmp_path)
+    legacy = '"""Remote-code entry point (`auto_map` in config.json) for `trust_remote_code=True`.\n"""\n'
+    (tmp_path / "modeling_xlstm.py").write_text(legacy)
+    (tmp_path / "configuration_xlstm.py").write_text(legacy)
+    (tmp_path / "other.py").write_text("x = 1\n")
+    before = json.loads((tmp_path / "config.json").read_text())
+    module = write_remote_code(tmp_path)
+    assert module == tmp_path / f"{REMOTE_MODULE}.py" and module.read_text() == remote_code_source()
+    assert sorted(path.name for path in tmp_path.glob("*.py")) == ["other.py", f"{REMOTE_MODULE}.py"]
+    after = json.loads((tmp_path / "config.json").read_text())
+    assert after.pop("auto_map") == AUTO_MAP and after == before
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(ValueError, match="xlstm_stack"):
+        write_remote_code(tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_folder_is_complete_and_up_to_date(name, tmp_path):
+    folder = HUB / name
     assert (folder / "generation_config.json").is_file()
-    for file in REMOTE_CODE:  # the trust_remote_code shims are the template's
-        assert (folder / file).read_text() == (HUB / "remote_code" / file).read_text()
+    # make_hub_configs.py writes the same files (the remote code included)
+    write_folder(tmp_path / name, MODELS[name])
+    assert sorted(p.name for p in (tmp_path / name).iterdir()) == sorted(p.name for p in folder.iterdir())
+    assert (tmp_path / name / f"{REMOTE_MODULE}.py").read_bytes() == (folder / f"{REMOTE_MODULE}.py").read_bytes()
     # the folder holds what make_hub_configs.py writes for it
     expected = XLSTMConfig(**MODELS[name]).to_diff_dict()
     written = XLSTMConfig.from_pretrained(folder).to_diff_dict()
@@ -169,9 +216,7 @@ def test_paper_sizes_follow_table_7():
 
 
 def test_trust_remote_code_loads_without_importing_the_package(tmp_path):
-    """auto_map + the shims: AutoConfig/AutoModelForCausalLM with trust_remote_code in a fresh interpreter."""
-    import subprocess
-
+    """auto_map + the remote code: AutoConfig/AutoModelForCausalLM with trust_remote_code in a fresh interpreter."""
     code = (
         "import torch\n"
         "from transformers import AutoConfig, AutoModelForCausalLM\n"
@@ -180,8 +225,63 @@ def test_trust_remote_code_loads_without_importing_the_package(tmp_path):
         "    m = AutoModelForCausalLM.from_config(c, trust_remote_code=True)\n"
         "print(type(m).__name__, sum(p.numel() for p in m.parameters()))\n"
     )
-    env = {**__import__("os").environ, "HF_MODULES_CACHE": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     name, params = out.stdout.split()
     assert name == "XLSTMForCausalLM" and int(params) > 100_000_000
+
+
+REMOTE_LOAD = """
+import os, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+folder, saved, tokenizer = sys.argv[1:4]
+assert "modeling_xlstm" not in sys.modules
+model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+module = type(model).__module__
+assert module.startswith("transformers_modules.") and module.endswith(".xlstm_stack_remote"), module
+ids = AutoTokenizer.from_pretrained(tokenizer)("def f(x):", return_tensors="pt").input_ids
+with torch.inference_mode():
+    logits = model(ids).logits
+import modeling_xlstm  # only now: the reference
+
+reference = modeling_xlstm.XLSTMForCausalLM.from_pretrained(folder)
+with torch.inference_mode():
+    assert torch.equal(logits, reference(ids).logits)
+if saved != "-":
+    model.save_pretrained(saved)
+print("ok")
+"""
+
+
+def test_trust_remote_code_loads_a_copied_model_folder(tmp_path):
+    """A copy of the bundled model elsewhere loads with trust_remote_code=True in an interpreter that never
+    imported modeling_xlstm, gives the package's logits, and saves a folder that loads the same way: with the
+    remote-code module copied next to it (not the package's own modules)."""
+    copy = tmp_path / "some" / "model"
+    shutil.copytree(HUB / "xlstm-tiny-stdlib", copy)
+    saved = tmp_path / "saved"
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    for folder, save_to in ((copy, saved), (saved, "-")):
+        out = subprocess.run([sys.executable, "-c", REMOTE_LOAD, str(folder), str(save_to), str(copy)], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+        if folder == copy:
+            assert sorted(path.name for path in saved.glob("*.py")) == [f"{REMOTE_MODULE}.py"]
+            assert (saved / f"{REMOTE_MODULE}.py").read_text() == remote_code_source()
+            assert json.loads((saved / "config.json").read_text())["auto_map"] == AUTO_MAP
+
+
+def test_save_pretrained_keeps_a_folder_loadable_with_remote_code(tmp_path):
+    """A config read from a remote-code folder, saved elsewhere, writes the remote-code module beside it."""
+    config = XLSTMConfig.from_pretrained(model_path())
+    assert config.auto_map
+    config.save_pretrained(tmp_path)
+    assert (tmp_path / f"{REMOTE_MODULE}.py").read_text() == remote_code_source()
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == config.auto_map
+    plain = tmp_path / "plain"
+    XLSTMConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_heads=2).save_pretrained(plain)
+    assert not (plain / f"{REMOTE_MODULE}.py").exists()  # a config without auto_map gets no remote code
