@@ -531,6 +531,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True)
     model.config.architectures = ["XLSTMForCausalLM"]
     model.config.backend = "auto"
+    model.config.use_cache = True  # training may have switched it off; generation wants the recurrent state
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,

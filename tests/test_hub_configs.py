@@ -285,3 +285,12 @@ def test_save_pretrained_keeps_a_folder_loadable_with_remote_code(tmp_path):
     plain = tmp_path / "plain"
     XLSTMConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_heads=2).save_pretrained(plain)
     assert not (plain / f"{REMOTE_MODULE}.py").exists()  # a config without auto_map gets no remote code
+
+
+def test_bundled_model_keeps_the_cache_on_and_leaves_max_length_to_the_caller():
+    """A config with use_cache false would make every generation step recompute the whole sequence for callers
+    that follow config.use_cache; max_new_tokens in generation_config.json would override a caller's max_length."""
+    folder = model_path()
+    assert json.loads((folder / "config.json").read_text())["use_cache"] is True
+    generation = json.loads((folder / "generation_config.json").read_text())
+    assert "max_new_tokens" not in generation and "max_length" not in generation
