@@ -191,3 +191,25 @@ def test_packed_rows_on_the_triton_kernels(style):
         packed = model(batch["input_ids"].cuda(), position_ids=batch["position_ids"].cuda()).logits
         alone = torch.cat([model(doc[None]).logits for doc in docs], dim=1)
     torch.testing.assert_close(packed, alone, atol=1e-3, rtol=1e-3)
+
+
+def test_packed_rows_through_the_triton_kernels_in_the_interpreter(monkeypatch):
+    """The model's Triton path (chunkwise and parallel mLSTM, sLSTM sequence) on a packed row, run on CPU in Triton's
+    interpreter: each document gets the logits it gets alone through the same kernels. Small shapes (head dims of
+    16, the interpreter's smallest tile); float32; the documents span chunk boundaries (chunk_size 8)."""
+    pytest.importorskip("triton")
+    from modeling_xlstm import backend
+
+    kernels = backend.triton_kernels()
+    assert kernels is not None
+    monkeypatch.setattr(backend, "select_kernels", lambda name, device: kernels)
+    torch.manual_seed(0)
+    config = tiny_config("large", hidden_size=64, num_heads=2, slstm_num_heads=4, qk_dim_factor=0.5)
+    model = randomize_(XLSTMForCausalLM(config), scale=0.1).eval()
+    docs = documents([5, 19, 11])
+    batch = collate(docs)
+    with torch.no_grad():
+        packed = model(batch["input_ids"], position_ids=batch["position_ids"]).logits
+        alone = torch.cat([model(doc[None]).logits for doc in docs], dim=1)
+    # the same kernels on the same documents, batched differently: float32 rounding of the batched matmuls
+    torch.testing.assert_close(packed, alone, atol=1e-4, rtol=0)
