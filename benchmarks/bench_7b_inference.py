@@ -20,9 +20,10 @@ How each side runs:
   token. Decode modes (`--decode-modes`): "compile-graph" (the step compiled by inductor, then captured), "graph"
   (the eager step captured), "eager" (no capture; CPU). Each listed mode is measured; the fastest is recorded, and
   the mode appears in the figure's shape.
-- theirs: transformers' xLSTM with `xlstm`/`mlstm-kernels` installed, measured after ours in a child process of
-  this script (`isolated.py`): compiling their TFLA kernel with the Triton 3.6 wheel aborts the process in LLVM,
-  which would take our figures with it. A crashed child is retried once with DISABLE_LLVM_OPT=1, and the
+- theirs: transformers' xLSTM with `xlstm`/`mlstm-kernels` installed (built on our weights by
+  `competitors.transformers_xlstm`), measured after ours in a child process of this script (`isolated.py`):
+  compiling their TFLA kernel with the Triton 3.6 wheel aborts the process in LLVM, which would take our figures
+  with it. A crashed child is retried once with DISABLE_LLVM_OPT=1, and the
   `competitor` field says so. Their Triton kernels are tried first (`chunkwise--triton_xl_chunk`,
   `native_sequence__triton`, `triton`, as NX-AI run the 7B); where they raise (Triton 3.9 removed the
   `tl.make_block_ptr` they use) the script falls back to their native kernels (`chunkwise--native_autograd`,
@@ -36,10 +37,10 @@ Weights: both processes build our model from seed 0 on the device; the child han
 name (`assign=True`, no copy) and drops ours, so both measure the same weights, each with the GPU to itself. Ours
 saves its last-position logits on a check prompt; the child reports how far theirs are from them.
 
-    python benchmarks/bench_7b_inference.py                           # GPU: all figures (several minutes)
-    python benchmarks/bench_7b_inference.py --parts decode --batches 1 # a subset (a run is limited to 10 minutes)
-    python benchmarks/bench_7b_inference.py --parts ttft --ttft-prompts 16384
-    python benchmarks/bench_7b_inference.py --small --device cpu      # tiny 7B-style config on CPU, seconds, no record
+    python -m benchmarks.bench_7b_inference                           # GPU: all figures (several minutes)
+    python -m benchmarks.bench_7b_inference --parts decode --batches 1 # a subset (a run is limited to 10 minutes)
+    python -m benchmarks.bench_7b_inference --parts ttft --ttft-prompts 16384
+    python -m benchmarks.bench_7b_inference --small --device cpu      # tiny 7B-style config on CPU, seconds, no record
 benchmarks/gpu_suite.sh runs it as its steps 7b_decode (batches 1 and 8), 7b_prefill and 7b_ttft (16,384 tokens).
 """
 
@@ -53,8 +54,9 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from isolated import measure_isolated, write_child_result
-from results import child_timeout, cpu_name, dry_run_figure, expect, record, record_skip
+from benchmarks.competitors import THEIR_NATIVE_KERNELS, probe_their_kernels, transformers_xlstm
+from benchmarks.isolated import measure_isolated, write_child_result
+from benchmarks.results import child_timeout, cpu_name, dry_run_figure, expect, record, record_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_7B = ROOT / "hub_configs" / "xlstm-7b"
@@ -129,10 +131,6 @@ SMALL = Scale((1, 2, 4), (16, 80), (32, 130), (2, 130), new_tokens=8, repeats=2,
               config_overrides=dict(vocab_size=1024, hidden_size=256, num_hidden_layers=2, num_heads=4,
                                     block_types=["mlstm"] * 2, slstm_at=[]))
 
-THEIR_TRITON_KERNELS = ("chunkwise--triton_xl_chunk", "native_sequence__triton", "triton")
-THEIR_NATIVE_KERNELS = ("chunkwise--native_autograd", "native_sequence__native", "native")
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Models
 # ----------------------------------------------------------------------------------------------------------------
@@ -142,61 +140,6 @@ def our_config(scale: Scale, backend: str):
     from modeling_xlstm import XLSTMConfig
 
     return XLSTMConfig.from_pretrained(str(CONFIG_7B), backend=backend, **(scale.config_overrides or {}))
-
-
-def their_config(config, dtype_name: str, kernels: tuple[str, str, str]):
-    """transformers' xLSTMConfig with the same architecture as our (7B-style, all-mLSTM) config."""
-    from transformers.models.xlstm import xLSTMConfig
-
-    if config.block_style != "large" or any(kind != "mlstm" for kind in config.block_types):
-        raise ValueError("transformers' xLSTM has 7B-style mLSTM blocks only")
-    chunkwise, sequence, step = kernels
-    return xLSTMConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
-        num_heads=config.num_heads, qk_dim_factor=config.qk_dim_factor, v_dim_factor=config.v_dim_factor,
-        gate_soft_cap=config.gate_soft_cap, output_logit_soft_cap=config.output_logit_soft_cap,
-        ffn_proj_factor=config.ffn_proj_factor, ffn_round_up_to_multiple_of=config.ffn_round_up_to_multiple_of,
-        norm_eps=config.norm_eps, eps=config.eps, use_bias=config.use_bias, chunk_size=config.chunk_size,
-        add_out_norm=config.add_out_norm, tie_word_embeddings=config.tie_word_embeddings, weight_mode="single",
-        norm_reduction_force_float32=config.norm_reduction_force_float32,
-        mode="inference", chunkwise_kernel=chunkwise, sequence_kernel=sequence, step_kernel=step,
-        autocast_kernel_dtype=dtype_name, inference_state_dtype="float32",
-    )
-
-
-def set_their_kernels(theirs, kernels: tuple[str, str, str]) -> None:
-    """Swap the mLSTM kernels of every block of transformers' xLSTM (the backends hold no weights)."""
-    from mlstm_kernels.torch.backend_module import mLSTMBackend, mLSTMBackendConfig
-
-    chunkwise, sequence, step = kernels
-    theirs.config.chunkwise_kernel, theirs.config.sequence_kernel, theirs.config.step_kernel = kernels
-    for block in theirs.backbone.blocks:
-        old = block.mlstm_layer.mlstm_backend.config
-        block.mlstm_layer.mlstm_backend = mLSTMBackend(mLSTMBackendConfig(
-            chunkwise_kernel=chunkwise, sequence_kernel=sequence, step_kernel=step, mode=old.mode,
-            chunk_size=old.chunk_size, return_last_states=old.return_last_states,
-            autocast_kernel_dtype=old.autocast_kernel_dtype, eps=old.eps, inference_state_dtype=old.inference_state_dtype,
-        ))
-
-
-def probe_their_kernels(theirs, device, vocab: int) -> tuple[str, str | None]:
-    """Try their Triton kernels on a short prompt (chunkwise + sequence remainder) and one step; fall back to their
-    native kernels if that fails. Returns (kernel names that ran, the Triton failure or None)."""
-    import torch
-
-    ids = torch.randint(1, vocab, (1, 70), device=device)
-    try:
-        set_their_kernels(theirs, THEIR_TRITON_KERNELS)
-        with torch.no_grad():
-            out = theirs.backbone(ids, use_cache=True)
-            theirs.backbone(ids[:, :1], cache_params=out.cache_params, use_cache=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return " / ".join(THEIR_TRITON_KERNELS), None
-    except Exception as error:  # noqa: BLE001 -- any failure of their Triton path means: use their native kernels
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"
-        set_their_kernels(theirs, THEIR_NATIVE_KERNELS)
-        return " / ".join(THEIR_NATIVE_KERNELS), reason
 
 
 def build_ours(scale: Scale, device, dtype):
@@ -214,29 +157,6 @@ def build_ours(scale: Scale, device, dtype):
     finally:
         torch.set_default_dtype(previous)
     return model.requires_grad_(False)
-
-
-def theirs_from(ours):
-    """transformers' xLSTM taking the (unfused) weights of `ours` by name: built on meta, the tensors assigned, so
-    the two share one copy."""
-    import torch
-    from transformers.models.xlstm import xLSTMForCausalLM
-
-    dtype = ours.dtype
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device("meta"):
-            theirs = xLSTMForCausalLM(their_config(ours.config, str(dtype).removeprefix("torch."),
-                                                   THEIR_NATIVE_KERNELS)).eval()
-    finally:
-        torch.set_default_dtype(previous)
-    renamed = {  # our names are theirs with "mixer"/"norm_mixer" for "mlstm_layer"/"norm_mlstm" (HF_XLSTM_KEY_MAPPING)
-        key.replace(".mixer.", ".mlstm_layer.").replace(".norm_mixer.", ".norm_mlstm."): value
-        for key, value in ours.state_dict().items()
-    }
-    theirs.load_state_dict(renamed, strict=True, assign=True)
-    return theirs.requires_grad_(False)
 
 
 def param_bytes(model) -> int:
@@ -586,7 +506,7 @@ def measure_theirs_child(args) -> dict:
 
     cfg = resolve_setting(args)
     ours_model = build_ours(cfg.scale, cfg.device, cfg.dtype)
-    theirs_model = theirs_from(ours_model)
+    theirs_model = transformers_xlstm(ours_model, THEIR_NATIVE_KERNELS)  # shares ours' tensors
     del ours_model  # theirs holds the tensors
     free_memory(cfg.device)
     vocab = theirs_model.config.vocab_size
@@ -615,7 +535,7 @@ def measure_theirs(args, ours_logits) -> tuple[dict | None, str, str | None]:
         with tempfile.TemporaryDirectory() as tmp:
             logits_path = os.path.join(tmp, "ours_logits.pt")
             torch.save(ours_logits, logits_path)
-            child, failure, note = measure_isolated(__file__, child_args(args, logits_path), timeout=timeout)
+            child, failure, note = measure_isolated(__spec__.name, child_args(args, logits_path), timeout=timeout)
     if child is None:
         return None, f"transformers {transformers_version} xLSTMForCausalLM (could not run: {failure})", failure
     competitor = (f"transformers {transformers_version} xLSTMForCausalLM, {child['kernels']}"

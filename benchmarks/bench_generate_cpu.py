@@ -16,7 +16,7 @@ Times are the best of `--repeats` runs, ours and theirs interleaved, so that loa
 machine hits both alike. By default torch uses one thread: on a small, shared machine several OpenMP threads wait on
 each other for every small decode op, and the figures become erratic.
 
-    python benchmarks/bench_generate_cpu.py [--threads 1] [--repeats 3] [--new-tokens 64] [--decode-tokens 2000]
+    python -m benchmarks.bench_generate_cpu [--threads 1] [--repeats 3] [--new-tokens 64] [--decode-tokens 2000]
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import os
 import statistics
 import time
 
-from results import cpu_name, expect, record
+from benchmarks.competitors import transformers_xlstm
+from benchmarks.results import cpu_name, expect, record
 
 COMPETITOR = "transformers xLSTMForCausalLM (5.23, native kernels, float32)"
 expect("cpu_generate_tok_s_b1", "CPU generate() new tokens/s, batch 1, small 7B-style config, vs transformers' xLSTM")
@@ -61,23 +62,15 @@ def rss_mb() -> float:
 
 
 def build_models():
+    """Ours (native kernels, float32) and transformers' xLSTM with a copy of its weights (native kernels)."""
     import torch
     from transformers import GenerationConfig
-    from transformers.models.xlstm import xLSTMConfig, xLSTMForCausalLM
 
     from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
 
     torch.manual_seed(0)
     ours = XLSTMForCausalLM(XLSTMConfig(**CONFIG, slstm_at=[], block_style="large", backend="native")).eval()
-    theirs = xLSTMForCausalLM(
-        xLSTMConfig(**CONFIG, autocast_kernel_dtype="float32", inference_state_dtype="float32", mode="inference")
-    ).eval()
-    # same weights: our parameter names are theirs with "mixer"/"norm_mixer" for "mlstm_layer"/"norm_mlstm"
-    renamed = {
-        key.replace(".mixer.", ".mlstm_layer.").replace(".norm_mixer.", ".norm_mlstm."): value
-        for key, value in ours.state_dict().items()
-    }
-    theirs.load_state_dict(renamed, strict=True)
+    theirs = transformers_xlstm(ours, share_weights=False)
     for model in (ours, theirs):
         model.generation_config = GenerationConfig(pad_token_id=0, eos_token_id=None, bos_token_id=None, do_sample=False)
     return ours, theirs

@@ -12,21 +12,21 @@ Figures (issue 5, DESIGN §8), bf16 inputs, float32 states, median times in mill
 
 Competitor availability: every mlstm_kernels 2.0.6 Triton kernel (TFLA and the step) uses `tl.make_block_ptr`,
 which Triton 3.9 removed (it raises NotImplementedError); Triton 3.6 (the one torch 2.11 pins) still has it, but
-compiling TFLA's forward kernel for sm_90 with it aborts the process in LLVM. So the competitor is measured in a
-child process (`isolated.py`): a crash costs its figure, not ours, and a child killed by a signal is retried once
-with DISABLE_LLVM_OPT=1, which the competitor field then states. When a competitor cannot run at all, its figure
-is recorded with theirs=None and the reason in the competitor field. Each job measures ours first, then the
-competitor (its child's time limit cut to the step's deadline when benchmarks/gpu_suite.sh runs it), and records
-its figures at once, so a run stopped later keeps them.
+compiling TFLA's forward kernel for sm_90 with it aborts the process in LLVM. So the competitor (its adapters:
+`competitors.py`) is measured in a child process (`isolated.py`): a crash costs its figure, not ours, and a child
+killed by a signal is retried once with DISABLE_LLVM_OPT=1, which the competitor field then states. When a
+competitor cannot run at all, its figure is recorded with theirs=None and the reason in the competitor field. Each
+job measures ours first, then the competitor (its child's time limit cut to the step's deadline when
+benchmarks/gpu_suite.sh runs it), and records its figures at once, so a run stopped later keeps them.
 
 Timing: triton.testing.do_bench on CUDA (CUDA events, L2 flushed between repetitions, median); on CPU (`--small`)
 the median of a few wall-clock repetitions.
 
-Run on a CUDA machine:  python benchmarks/bench_mlstm_kernels.py   (figures go to results.jsonl / RESULTS.md)
-                        python benchmarks/bench_mlstm_kernels.py --jobs step     (only the decode step)
+Run on a CUDA machine:  python -m benchmarks.bench_mlstm_kernels   (figures go to results.jsonl / RESULTS.md)
+                        python -m benchmarks.bench_mlstm_kernels --jobs step     (only the decode step)
 CPU check of the same code (tiny shapes, float32, our Triton kernels in the interpreter, competitor skipped: it
 needs CUDA), seconds, records nothing unless --record (then under small_* names):
-                        python benchmarks/bench_mlstm_kernels.py --small --device cpu
+                        python -m benchmarks.bench_mlstm_kernels --small --device cpu
 benchmarks/gpu_suite.sh runs this script as its steps mlstm_chunk and mlstm_step.
 """
 
@@ -38,8 +38,9 @@ import sys
 import time
 from typing import NamedTuple
 
-from isolated import measure_isolated, write_child_result
-from results import child_timeout, dry_run_figure, expect, record, record_skip
+from benchmarks.competitors import mlstm_kernels_step, tfla_chunkwise
+from benchmarks.isolated import measure_isolated, write_child_result
+from benchmarks.results import child_timeout, cpu_name, dry_run_figure, expect, record, record_skip
 
 
 class Sizes(NamedTuple):
@@ -150,14 +151,7 @@ def _chunk_fns(B: int, S: int, chunk_size: int | None, run: Run):
     import torch
 
     if chunk_size is None:
-        from mlstm_kernels.torch import get_mlstm_kernel
-
-        tfla = get_mlstm_kernel("chunkwise--triton_xl_chunk")
-        their_chunk = run.sizes.their_chunk_size
-
-        def call(q, k, v, i, f):
-            h, _ = tfla(q, k, v, i, f, return_last_states=True, chunk_size=their_chunk, autocast_kernel_dtype=run.dtype)
-            return h
+        call = tfla_chunkwise(run.sizes.their_chunk_size, run.dtype)
     else:
         from modeling_xlstm.kernels.mlstm.triton import mlstm_chunkwise
 
@@ -194,13 +188,11 @@ def _step_fns(run: Run, theirs: bool):
     n = torch.randn(B, sizes.step_nh, sizes.step_dqk, device=dev, generator=g) * 0.01
     m = torch.zeros(B, sizes.step_nh, 1, device=dev)
     if theirs:
-        from mlstm_kernels.torch import get_mlstm_step_kernel
+        step = mlstm_kernels_step()
+    else:
+        from modeling_xlstm.kernels.mlstm.triton import mlstm_recurrent_step as step
 
-        theirs_kernel = get_mlstm_step_kernel("triton")
-        return lambda: theirs_kernel(q, k, v, i.unsqueeze(-1), f.unsqueeze(-1), c, n, m)
-    from modeling_xlstm.kernels.mlstm.triton import mlstm_recurrent_step
-
-    return lambda: mlstm_recurrent_step(q, k, v, i, f, (c, n, m))
+    return lambda: step(q, k, v, i, f, (c, n, m))
 
 
 def _measure_theirs(job: str, run: Run) -> dict:
@@ -221,7 +213,7 @@ def _theirs(job: str, args, run: Run) -> tuple[dict, str | None, str]:
     if timeout is None:
         return {}, "no time left in the step's budget", ""
     child_args = ["--theirs-job", job, "--device", run.device] + (["--small"] if args.small else [])
-    theirs, error, note = measure_isolated(__file__, child_args, timeout=timeout)
+    theirs, error, note = measure_isolated(__spec__.name, child_args, timeout=timeout)
     return theirs or {}, error, note
 
 
@@ -264,7 +256,6 @@ def main() -> int:
         except ImportError:
             print("bench_mlstm_kernels.py needs mlstm-kernels==2.0.6 (pip install -e '.[dev]').", file=sys.stderr)
             return 2
-    from results import cpu_name
 
     device = torch.cuda.get_device_name() if run.device == "cuda" else f"CPU {cpu_name()} (Triton interpreter)"
     write = not args.dry_run and (not args.small or args.record)

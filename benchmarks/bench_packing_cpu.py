@@ -4,7 +4,7 @@
 Equal-length documents (the figure that counts): the packed row runs as the same batch plus a gather and a scatter.
 The two sides alternate and the medians are compared.
 
-    python benchmarks/bench_packing_cpu.py [--docs 4] [--doc-len 256] [--repeats 7] [--threads 1] [--no-record]
+    python -m benchmarks.bench_packing_cpu [--docs 4] [--doc-len 256] [--repeats 7] [--threads 1] [--no-record]
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import statistics
 import time
 
 import torch
-from results import cpu_name, expect, record
 
+from benchmarks.results import cpu_name, expect, record
 from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
 
 expect(

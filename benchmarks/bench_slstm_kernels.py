@@ -13,19 +13,20 @@ kernel and the bias) times, in milliseconds (median over CUDA-event-timed repeti
   backends "cuda_fused" (fused CUDA kernel, compiled at first use like xlstm's) and "triton_fused" (Triton; its
   README limits it to head dims <= 64, so it is skipped, with that reason, at 4 heads).
 
-Each competitor is timed in a child process (`isolated.py`), so that a failed runtime compile or a CUDA error in
-its kernel costs that figure only, not ours or the CUDA context of this run. Order: ours at every head count
-first, then the competitors that are quick to set up (vanilla, triton_fused), then the ones that compile CUDA
-code at first use (xlstm cuda, FlashRNN cuda_fused); each pair of figures is recorded as soon as it is measured,
-and under benchmarks/gpu_suite.sh every child's time limit is cut to the step's deadline.
+Each competitor (its adapter: `competitors.py`) is timed in a child process (`isolated.py`), so that a failed
+runtime compile or a CUDA error in its kernel costs that figure only, not ours or the CUDA context of this run.
+Order: ours at every head count first, then the competitors that are quick to set up (vanilla, triton_fused), then
+the ones that compile CUDA code at first use (xlstm cuda, FlashRNN cuda_fused); each pair of figures is recorded
+as soon as it is measured, and under benchmarks/gpu_suite.sh every child's time limit is cut to the step's
+deadline.
 
 Targets (issue 6): >= 30x faster than vanilla; not slower than the CUDA kernel (the FlashRNN paper reports
 about 3.2 ms forward and 9 ms forward+backward for its fused kernel on an H100 at this shape).
 
-Run on a CUDA machine:  python benchmarks/bench_slstm_kernels.py   (figures go to results.jsonl/RESULTS.md)
+Run on a CUDA machine:  python -m benchmarks.bench_slstm_kernels   (figures go to results.jsonl/RESULTS.md)
 CPU check of the same code (B=2 T=16 hidden 32, float32, our Triton kernel in the interpreter, xlstm vanilla in
 its child; the CUDA-only competitors skipped), seconds, records nothing unless --record (then as small_*):
-                        python benchmarks/bench_slstm_kernels.py --small --device cpu
+                        python -m benchmarks.bench_slstm_kernels --small --device cpu
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ import sys
 import time
 from typing import NamedTuple
 
-from isolated import measure_isolated, write_child_result
-from results import child_timeout, cpu_name, dry_run_figure, expect, record, record_skip
+from benchmarks.competitors import flashrnn_slstm, xlstm_slstm_cell
+from benchmarks.isolated import measure_isolated, write_child_result
+from benchmarks.results import child_timeout, cpu_name, dry_run_figure, expect, record, record_skip
 
 
 class Sizes(NamedTuple):
@@ -155,18 +157,9 @@ def _ours(nh: int, reps: int, run: Run):
 
 def _xlstm_cell(nh: int, backend: str, reps: int, warmup: int, run: Run):
     import torch
-    from xlstm.blocks.slstm.cell import sLSTMCell, sLSTMCellConfig
 
     sizes, dev = run.sizes, run.device
-    config = sLSTMCellConfig(
-        hidden_size=sizes.hidden, num_heads=nh, backend=backend, batch_size=sizes.batch,
-        dtype="bfloat16" if run.dtype == torch.bfloat16 else "float32", recurrent_weight_init="standard",
-    )
-    cell = sLSTMCell(config).to(dev)
-    if backend == "vanilla":
-        # Its PyTorch loop multiplies the (input-dtype) state by R directly, so R must be bf16 as well.
-        cell = cell.to(run.dtype)
-    cell.train()
+    cell = xlstm_slstm_cell(sizes.hidden, nh, backend, sizes.batch, run.dtype, dev)
     x = torch.randn(sizes.batch, sizes.steps, 4 * sizes.hidden, device=dev, dtype=run.dtype)
     x[:, :, sizes.hidden : 2 * sizes.hidden] += 3.0
     out, _ = cell(x)
@@ -187,22 +180,16 @@ def _xlstm_cell(nh: int, backend: str, reps: int, warmup: int, run: Run):
 
 
 def _flashrnn(nh: int, backend: str, reps: int, warmup: int, run: Run):
-    """FlashRNN's sLSTM: Wx [B, T, 4 gates, NH, DH], R [4, NH, DH, DH], b [4, NH, DH]; returns all states
-    [4 (h, c, n, m), B, T, NH, DH] and the last ones. Gradients of Wx, R and b, from h."""
+    """FlashRNN's sLSTM (`competitors.flashrnn_slstm`) on our shapes; gradients of Wx, R and b, from h."""
     import torch
-    from flashrnn import flashrnn
 
     sizes, dev, dtype = run.sizes, run.device, run.dtype
     dh = sizes.hidden // nh
-    dtype_name = "bfloat16" if dtype == torch.bfloat16 else "float32"
+    call = flashrnn_slstm(backend, dtype)
     wx = torch.randn(sizes.batch, sizes.steps, 4, nh, dh, device=dev, dtype=dtype)
     wx[:, :, 1] += 3.0  # forget gates near 1, as for ours
     recurrent = (torch.randn(4, nh, dh, dh, device=dev) / dh**0.5).to(dtype)
     bias = torch.zeros(4, nh, dh, device=dev, dtype=dtype)
-
-    def call(*tensors):
-        states, _ = flashrnn(*tensors, function="slstm", backend=backend, dtype=dtype_name)
-        return states[0]  # h
 
     def fwd():
         with torch.no_grad():
@@ -298,7 +285,7 @@ def main() -> None:
                 failure = "no time left in the step's budget"
             else:
                 theirs, failure, note = measure_isolated(
-                    __file__, ["--theirs", key, "--heads", str(nh), *common], timeout=timeout)
+                    __spec__.name, ["--theirs", key, "--heads", str(nh), *common], timeout=timeout)
                 theirs = theirs or {}
         label += note
         if failure is not None:  # the runtime nvcc compile fails on many machines: record that, don't abort

@@ -4,7 +4,7 @@ checkpointing, on the same model and batch.
 Each setting runs in a fresh subprocess; its peak is the growth of the process's maximum resident set size
 during the step (after the model and batch exist), which is what the step's activations and gradients cost.
 
-    python benchmarks/bench_training_memory.py [--seq-len 1024] [--batch 4]
+    python -m benchmarks.bench_training_memory [--seq-len 1024] [--batch 4]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import platform
 import subprocess
 import sys
 
-from results import expect, record
+from benchmarks.results import expect, record
 
 expect(
     "train_step_peak_memory_cpu_gradient_checkpointing",

@@ -10,7 +10,8 @@
 # `pip install --no-deps --no-build-isolation -e .` (a carried setuptools wheel goes into /tmp/site-build, on the
 # path of that command only; if the install fails, the subpackages that pyproject.toml maps from other folders are
 # linked into modeling_xlstm/ and the checkout is put on PYTHONPATH), and prints the device.
-# Then the steps, each under `timeout` with its own budget in seconds:
+# Then the steps, each under `timeout` with its own budget in seconds (the benchmarks run from the repo root as
+# modules, `python -m benchmarks.<script>`):
 #   1 pytest_gpu   pytest -m gpu tests/
 #   2 mlstm_chunk  mLSTM chunkwise fwd and fwd+bwd vs TFLA, 65,536 tokens, 16 heads, dqk 128, dv 256, bf16
 #   3 mlstm_step   mLSTM decode step vs mlstm_kernels' Triton step, 8 heads, dqk 256, dv 512, batch 1
@@ -26,7 +27,7 @@
 # Output, in $OUT (default: out/gpu-suite-<time>/, or a new temporary folder with --dry-run); at most 7 files, as
 # the device tool returns at most 8:
 #   results.jsonl  one figure per line, the format of benchmarks/results.jsonl (DESIGN section 8); merge it with
-#                  `python benchmarks/results.py --merge $OUT/results.jsonl`
+#                  `python -m benchmarks.results --merge $OUT/results.jsonl`
 #   steps.jsonl    the ledger: {"kind": "env"} (device, versions), one {"kind": "step"} per step (status ok / failed /
 #                  timeout / skipped, seconds, budget, figures written, log) and {"kind": "skip"} records for what was
 #                  not measured and why (a competitor that needs CUDA in the dry run or failed, a step not selected)
@@ -110,23 +111,23 @@ step_command() {  # sets CMD to the step's command line
     [[ $DRY == 1 ]] && small=(--small --device cpu --record)
     case "$name" in
         pytest_gpu) CMD=("$PY" -m pytest -m gpu tests/ -q -p no:cacheprovider -rfEs --continue-on-collection-errors) ;;
-        mlstm_chunk) CMD=("$PY" benchmarks/bench_mlstm_kernels.py --jobs chunk ${small[@]+"${small[@]}"}) ;;
-        mlstm_step) CMD=("$PY" benchmarks/bench_mlstm_kernels.py --jobs step ${small[@]+"${small[@]}"}) ;;
+        mlstm_chunk) CMD=("$PY" -m benchmarks.bench_mlstm_kernels --jobs chunk ${small[@]+"${small[@]}"}) ;;
+        mlstm_step) CMD=("$PY" -m benchmarks.bench_mlstm_kernels --jobs step ${small[@]+"${small[@]}"}) ;;
         slstm)
-            if [[ $DRY == 1 ]]; then CMD=("$PY" benchmarks/bench_slstm_kernels.py ${small[@]+"${small[@]}"})
-            else CMD=("$PY" benchmarks/bench_slstm_kernels.py --heads 12 4); fi ;;  # 12 heads: every competitor runs
+            if [[ $DRY == 1 ]]; then CMD=("$PY" -m benchmarks.bench_slstm_kernels ${small[@]+"${small[@]}"})
+            else CMD=("$PY" -m benchmarks.bench_slstm_kernels --heads 12 4); fi ;;  # 12 heads: every competitor runs
         7b_decode)
-            if [[ $DRY == 1 ]]; then CMD=("$PY" benchmarks/bench_7b_inference.py --parts decode --batches 1,8
+            if [[ $DRY == 1 ]]; then CMD=("$PY" -m benchmarks.bench_7b_inference --parts decode --batches 1,8
                                           --decode-prompts 16 --new-tokens 4 --repeats 1 ${small[@]+"${small[@]}"})
-            else CMD=("$PY" benchmarks/bench_7b_inference.py --parts decode --batches 1,8); fi ;;
+            else CMD=("$PY" -m benchmarks.bench_7b_inference --parts decode --batches 1,8); fi ;;
         7b_prefill)
-            if [[ $DRY == 1 ]]; then CMD=("$PY" benchmarks/bench_7b_inference.py --parts prefill --repeats 1 --no-theirs
+            if [[ $DRY == 1 ]]; then CMD=("$PY" -m benchmarks.bench_7b_inference --parts prefill --repeats 1 --no-theirs
                                           ${small[@]+"${small[@]}"})
-            else CMD=("$PY" benchmarks/bench_7b_inference.py --parts prefill); fi ;;
+            else CMD=("$PY" -m benchmarks.bench_7b_inference --parts prefill); fi ;;
         7b_ttft)
-            if [[ $DRY == 1 ]]; then CMD=("$PY" benchmarks/bench_7b_inference.py --parts ttft --ttft-prompts 130
+            if [[ $DRY == 1 ]]; then CMD=("$PY" -m benchmarks.bench_7b_inference --parts ttft --ttft-prompts 130
                                           --repeats 1 --no-theirs ${small[@]+"${small[@]}"})
-            else CMD=("$PY" benchmarks/bench_7b_inference.py --parts ttft --ttft-prompts 16384); fi ;;
+            else CMD=("$PY" -m benchmarks.bench_7b_inference --parts ttft --ttft-prompts 16384); fi ;;
     esac
     if [[ -n "${!extra_var:-}" ]]; then read -r -a extra <<<"${!extra_var}"; CMD+=("${extra[@]}"); fi
 }

@@ -6,11 +6,11 @@ Why: with the Triton 3.6 wheel (the one torch 2.11 pins), compiling mlstm_kernel
 `except` can catch that, and it would take our figures of the same run with it. A CUDA error in a competitor's
 kernel would likewise poison the process's CUDA context.
 
-Protocol: the benchmark script re-runs itself as the child with `--child-json PATH` (plus what to measure); the
-child writes its measurements as one JSON object to PATH and exits 0. If the child dies from a signal, it is run
-once more with Triton's LLVM optimisation pipeline switched off (`DISABLE_LLVM_OPT=1`, read by libtriton), which
-avoids the vectoriser; the returned note says so, because it may make the competitor slower than it would be with
-a Triton that compiles it normally.
+Protocol: the benchmark script re-runs itself as the child, `python -m benchmarks.<script> ... --child-json PATH`
+(plus what to measure) in the repo root; the child writes its measurements as one JSON object to PATH and exits
+0. If the child dies from a signal, it is run once more with Triton's LLVM optimisation pipeline switched off
+(`DISABLE_LLVM_OPT=1`, read by libtriton), which avoids the vectoriser; the returned note says so, because it may
+make the competitor slower than it would be with a Triton that compiles it normally.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent  # the child runs here, so that `benchmarks` is importable
 LLVM_WORKAROUND_ENV = {"DISABLE_LLVM_OPT": "1"}
 LLVM_WORKAROUND_NOTE = (
     "; its Triton kernels compiled with DISABLE_LLVM_OPT=1 because the normal compile aborted the process "
@@ -54,16 +55,18 @@ def _describe_exit(code: int, stderr: str) -> str:
     return f"{what}: {last[0][:200]}"
 
 
-def run_child(script: str | Path, args: list[str], timeout: float, extra_env: dict | None = None):
-    """Run `python script *args --child-json PATH`. Returns (the JSON the child wrote, None) or (None, reason).
+def run_child(module: str, args: list[str], timeout: float, extra_env: dict | None = None):
+    """Run `python -m module *args --child-json PATH` in the repo root. Returns (the JSON the child wrote, None) or
+    (None, reason). `module` is the dotted name of the script, e.g. "benchmarks.bench_mlstm_kernels" (a script
+    passes its own: `__spec__.name`, which is that also when it runs as `__main__`).
 
     The child's output streams through (its progress bars included); the end of its stderr also goes into the
     reason when it fails."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "child.json"
         env = dict(os.environ, **(extra_env or {}))
-        cmd = [sys.executable, str(script), *args, "--child-json", str(out)]
-        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        cmd = [sys.executable, "-m", module, *args, "--child-json", str(out)]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
         timed_out = threading.Event()
 
         def kill() -> None:
@@ -85,16 +88,16 @@ def run_child(script: str | Path, args: list[str], timeout: float, extra_env: di
         return json.loads(out.read_text()), None
 
 
-def measure_isolated(script: str | Path, args: list[str], timeout: float = 600) -> tuple[dict | None, str | None, str]:
+def measure_isolated(module: str, args: list[str], timeout: float = 600) -> tuple[dict | None, str | None, str]:
     """Run the child; after a death by signal, once more with the LLVM workaround.
 
     Returns (measurements or None, why they are missing or None, a note for the competitor label: "" normally,
     LLVM_WORKAROUND_NOTE when the workaround was needed)."""
-    result, failure = run_child(script, args, timeout)
+    result, failure = run_child(module, args, timeout)
     if result is not None or "killed by" not in (failure or ""):
         return result, failure, ""
     print(f"competitor child crashed ({failure}); retrying with {LLVM_WORKAROUND_ENV}", flush=True)
-    retry, retry_failure = run_child(script, args, timeout, LLVM_WORKAROUND_ENV)
+    retry, retry_failure = run_child(module, args, timeout, LLVM_WORKAROUND_ENV)
     if retry is None:
         return None, f"{failure}; with {LLVM_WORKAROUND_ENV}: {retry_failure}", ""
     return retry, None, LLVM_WORKAROUND_NOTE.format(triton=_triton_version())

@@ -1,9 +1,8 @@
-"""Small configurations, weight randomization and benchmark-script imports shared by the tests."""
+"""Small configurations, weight randomization and the other helpers shared by the tests."""
 
 import contextlib
 import importlib
 import logging
-import sys
 import traceback
 import warnings
 from pathlib import Path
@@ -76,19 +75,6 @@ def build_tokenizer(corpus=CORPUS, vocab_size: int = 400):
     )
     tokenizer.train_from_iterator(corpus, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>")
-
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-@contextlib.contextmanager
-def benchmark_module(name: str):
-    """Import `benchmarks/<name>.py` (the scripts import their siblings, e.g. `results`, by plain name)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module(name)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 _OUR_DIRS = tuple(

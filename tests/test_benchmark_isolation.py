@@ -1,16 +1,20 @@
 """benchmarks/isolated.py: a competitor that crashes its process costs its own figure, not the benchmark run.
 
 The children here stand in for a competitor whose Triton compile aborts the process (as mlstm_kernels' TFLA does
-under Triton 3.6 for sm_90) unless DISABLE_LLVM_OPT=1 is set, and for one that fails with a Python error.
+under Triton 3.6 for sm_90) unless DISABLE_LLVM_OPT=1 is set, and for one that fails with a Python error. Like the
+benchmark scripts, they run as modules (`python -m NAME`) in the repo root, where `benchmarks` is importable; they
+lie in a scratch folder put on the children's PYTHONPATH.
 """
 
+import os
+
 import pytest
-from helpers import BENCHMARKS, benchmark_module
+
+from benchmarks import isolated
 
 CHILD = """
 import os, sys
-sys.path.insert(0, {benchmarks!r})
-from isolated import write_child_result
+from benchmarks.isolated import write_child_result
 
 mode = sys.argv[1]
 if mode == "abort" and os.environ.get("DISABLE_LLVM_OPT") != "1":
@@ -20,49 +24,46 @@ if mode == "always-abort":
 if mode == "error":
     raise RuntimeError("their kernel needs a GPU")
 print("child measured")
-write_child_result(sys.argv[sys.argv.index("--child-json") + 1], {{"ms": 1.5, "mode": mode}})
+result = {"ms": 1.5, "mode": mode, "module": __spec__.name, "cwd": os.getcwd()}
+write_child_result(sys.argv[sys.argv.index("--child-json") + 1], result)
 """
 
 
-@pytest.fixture(scope="module")
-def isolated():
-    with benchmark_module("isolated") as module:
-        yield module
-
-
 @pytest.fixture
-def child(tmp_path):
-    script = tmp_path / "child.py"
-    script.write_text(CHILD.format(benchmarks=str(BENCHMARKS)))
-    return script
+def child(tmp_path, monkeypatch):
+    """The name of the child module (and of a hanging one, "isolated_hang"), importable by the children."""
+    (tmp_path / "isolated_child.py").write_text(CHILD)
+    (tmp_path / "isolated_hang.py").write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    return "isolated_child"
 
 
-def test_child_measurement_comes_back(isolated, child, capfd):
+def test_child_measurement_comes_back(child, capfd):
     result, failure, note = isolated.measure_isolated(child, ["ok"], timeout=60)
-    assert result == {"ms": 1.5, "mode": "ok"} and failure is None and note == ""
+    assert failure is None and note == ""
+    # run as a module (`python -m`), in the repo root
+    assert result == {"ms": 1.5, "mode": "ok", "module": child, "cwd": str(isolated.ROOT)}
     assert "child measured" in capfd.readouterr().out  # the child's progress is shown
 
 
-def test_child_that_hangs_is_stopped_and_not_retried(isolated, tmp_path):
-    script = tmp_path / "hang.py"
-    script.write_text("import time\ntime.sleep(60)\n")
-    result, failure, note = isolated.measure_isolated(script, [], timeout=1)
+def test_child_that_hangs_is_stopped_and_not_retried(child):
+    result, failure, note = isolated.measure_isolated("isolated_hang", [], timeout=1)
     assert result is None and failure == "child process timed out after 1 s" and note == ""
 
 
-def test_crashed_child_is_retried_without_llvm_optimisation_and_says_so(isolated, child):
+def test_crashed_child_is_retried_without_llvm_optimisation_and_says_so(child):
     result, failure, note = isolated.measure_isolated(child, ["abort"], timeout=60)
-    assert result == {"ms": 1.5, "mode": "abort"} and failure is None
+    assert result["mode"] == "abort" and result["ms"] == 1.5 and failure is None
     assert "DISABLE_LLVM_OPT=1" in note and "may slow them" in note
 
 
-def test_child_that_always_crashes_gives_a_reason(isolated, child):
+def test_child_that_always_crashes_gives_a_reason(child):
     result, failure, note = isolated.measure_isolated(child, ["always-abort"], timeout=60)
     assert result is None and note == ""
     assert failure.count("killed by SIGABRT") == 2  # the plain run and the retry
 
 
-def test_python_error_is_not_retried_and_names_the_error(isolated, child):
+def test_python_error_is_not_retried_and_names_the_error(child):
     result, failure, _ = isolated.measure_isolated(child, ["error"], timeout=60)
     assert result is None
     assert "exited with status 1" in failure and "their kernel needs a GPU" in failure

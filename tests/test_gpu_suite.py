@@ -14,10 +14,14 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from helpers import BENCHMARKS, benchmark_module
 
+import benchmarks
+from benchmarks import results as results_module
+
+BENCHMARKS = Path(benchmarks.__file__).resolve().parent
 ROOT = BENCHMARKS.parent
 SUITE = BENCHMARKS / "gpu_suite.sh"
 STEPS = ["pytest_gpu", "mlstm_chunk", "mlstm_step", "slstm", "7b_decode", "7b_prefill", "7b_ttft"]
@@ -71,7 +75,7 @@ def test_dry_run_figures_are_well_formed_stand_ins(dry_run):
         assert isinstance(figure["ours"], float) and figure["ours"] > 0, figure
         assert figure["better"] in ("lower", "higher") and figure["unit"] and figure["shape"]
         assert figure["device"].startswith("CPU") and "H100" not in figure["device"]
-        assert figure["date"] == today and "benchmarks/bench_" in figure["command"]
+        assert figure["date"] == today and "python -m benchmarks.bench_" in figure["command"]  # as it was run
         if figure["theirs"] is None:
             assert figure["ratio"] is None
         else:
@@ -169,12 +173,12 @@ def test_list_shows_the_steps_in_priority_order_with_budgets():
 
 @pytest.fixture
 def results(monkeypatch, tmp_path):
-    with benchmark_module("results") as module:
-        monkeypatch.setattr(module, "RESULTS_JSONL", tmp_path / "results.jsonl")
-        monkeypatch.setattr(module, "RESULTS_MD", tmp_path / "RESULTS.md")
-        for var in (module.RESULTS_ENV, module.LEDGER_ENV, module.STEP_ENV, module.DEADLINE_ENV):
-            monkeypatch.delenv(var, raising=False)
-        yield module
+    monkeypatch.setattr(results_module, "RESULTS_JSONL", tmp_path / "results.jsonl")
+    monkeypatch.setattr(results_module, "RESULTS_MD", tmp_path / "RESULTS.md")
+    for var in (results_module.RESULTS_ENV, results_module.LEDGER_ENV, results_module.STEP_ENV,
+                results_module.DEADLINE_ENV):
+        monkeypatch.delenv(var, raising=False)
+    return results_module
 
 
 def test_redirected_figures_skips_and_deadline(results, monkeypatch, tmp_path):
@@ -201,7 +205,7 @@ def test_redirected_figures_skips_and_deadline(results, monkeypatch, tmp_path):
 
 def test_merge_takes_gpu_figures_only(results, tmp_path):
     gpu = dict(name="gpu_x", ours=1.0, theirs=None, competitor=None, unit="ms", ratio=None, better="lower",
-               device="NVIDIA H200", date="2026-01-01", command="python benchmarks/x.py", shape="B=1")
+               device="NVIDIA H200", date="2026-01-01", command="python -m benchmarks.x", shape="B=1")
     suite_file = tmp_path / "suite.jsonl"
     suite_file.write_text("\n".join([json.dumps(gpu), json.dumps(dict(gpu, name="small_x")), "not json",
                                      json.dumps({"kind": "skip"})]) + "\n")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import benchmark_module
 
+import benchmarks.bench_7b_inference as bench
+from benchmarks import results
 from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
 
 
@@ -36,15 +37,7 @@ def perturbed_model(config: XLSTMConfig, seed: int = 0) -> XLSTMForCausalLM:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def bench():
-    with benchmark_module("bench_7b_inference") as module:
-        yield module
-
-
-def test_benchmark_small_cpu_runs_both_implementations(bench, monkeypatch, tmp_path):
-    import results
-
+def test_benchmark_small_cpu_runs_both_implementations(monkeypatch, tmp_path):
     # nothing may be recorded in --small mode: point the record files at a scratch folder and check they stay absent
     monkeypatch.setattr(results, "RESULTS_JSONL", tmp_path / "results.jsonl")
     monkeypatch.setattr(results, "RESULTS_MD", tmp_path / "RESULTS.md")
@@ -75,16 +68,14 @@ def test_benchmark_small_cpu_runs_both_implementations(bench, monkeypatch, tmp_p
         assert figures[name + bench.PEAK_SUFFIX]["ours"] is None  # no GPU memory figure on CPU
 
 
-def test_benchmark_declares_the_issue_figures(bench):
-    import results
-
+def test_benchmark_declares_the_issue_figures():
     names = set(results.EXPECTED_FIGURES)
     assert {bench.decode_name(b, p) for b in (1, 8, 64) for p in (128, 8192)} <= names
     assert {bench.ttft_name(2048), bench.ttft_name(16384), "gpu_7b_prefill_tok_s_8x8192"} <= names
     assert "gpu_7b_prefill_tok_s_8x8192_peak_gb" in names
 
 
-def test_benchmark_refuses_full_size_on_cpu(bench):
+def test_benchmark_refuses_full_size_on_cpu():
     with pytest.raises(SystemExit):
         bench.run(bench.parse_args(["--device", "cpu"]))
 
