@@ -2,7 +2,7 @@
 
 Why: with the Triton 3.6 wheel (the one torch 2.11 pins), compiling mlstm_kernels 2.0.6's TFLA kernel
 `mlstm_chunkwise__parallel_fw_Hintra_kernel` for sm_90 aborts the whole Python process inside LLVM's SLP vectoriser
-(an assertion, SIGABRT; reproduced here by compiling it ahead of time, see kernels/compile_report.py). No
+(an assertion, SIGABRT; reproduced here by compiling it ahead of time, see benchmarks/compile_report.py). No
 `except` can catch that, and it would take our figures of the same run with it. A CUDA error in a competitor's
 kernel would likewise poison the process's CUDA context.
 

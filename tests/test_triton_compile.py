@@ -3,8 +3,8 @@
 The interpreter tests check the kernels' arithmetic but never compile them. Here every launch the model makes at
 realistic shapes (mLSTM at the benchmark and 7B head dims, sLSTM at hidden 768 with 4 and 12 heads, forward,
 backward and decode) is compiled for the architecture with Triton's compiler and ptxas, through
-`modeling_xlstm.kernels.compile_report`, which raises `triton.OutOfResources` for a launch that would not fit,
-as the GPU would. Each architecture runs in its own process: the interpreter mode that conftest sets for this
+`benchmarks/compile_report.py` (a development tool, not installed with the package), which raises
+`triton.OutOfResources` for a launch that would not fit, as the GPU would. Each architecture runs in its own process: the interpreter mode that conftest sets for this
 process would turn the kernels into interpreted functions.
 """
 
@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,11 +26,14 @@ needs_toolchain = pytest.mark.skipif(
 )
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def _start_report(*args: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     return subprocess.Popen(
-        [sys.executable, "-W", "ignore", "-m", "modeling_xlstm.kernels.compile_report", "--json", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-W", "ignore", "-m", "benchmarks.compile_report", "--json", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
 
 

@@ -1,7 +1,7 @@
 """Compile every Triton kernel launch of the model ahead of time for an NVIDIA architecture, without a GPU.
 
-    python -m modeling_xlstm.kernels.compile_report --arch 90          # H100: table of per-launch resources
-    python -m modeling_xlstm.kernels.compile_report --arch 86 --json   # RTX 30xx, machine-readable
+    python -m benchmarks.compile_report --arch 90          # H100: table of per-launch resources
+    python -m benchmarks.compile_report --arch 86 --json   # RTX 30xx, machine-readable
 
 The Triton interpreter (how the CPU tests run the kernels) never compiles them, so it cannot catch what only the
 compiler sees: a kernel that fails to lower, a launch that needs more shared memory than the GPU has, register
@@ -135,8 +135,8 @@ class _Compiler:
 def _cases() -> dict[str, Callable[[], None]]:
     """Realistic launches: the mLSTM benchmark shapes and xLSTM 7B heads, the sLSTM shapes of xLSTM[7:1] 125M
     (hidden 768, 4 heads of 192) and the 12-head variant, forward + backward and the decode steps."""
-    from .mlstm import triton as mlstm
-    from .slstm import triton as slstm
+    from modeling_xlstm.kernels.mlstm import triton as mlstm
+    from modeling_xlstm.kernels.slstm import triton as slstm
 
     def t(*shape, dtype, grad=True):
         return torch.empty(*shape, device="meta", dtype=dtype, requires_grad=grad)
@@ -228,7 +228,7 @@ def _table(arch: int, results: list[CaseResult]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m modeling_xlstm.kernels.compile_report",
+        prog="python -m benchmarks.compile_report",
         description="Compile every Triton kernel launch at realistic shapes for one NVIDIA architecture, without "
         "a GPU, and report shared memory, registers and spills per launch. Exit status 1 if a case fails.",
     )
