@@ -11,7 +11,7 @@ from modeling_xlstm.kernels.mlstm import (
     mlstm_recurrent_sequence,
     mlstm_recurrent_step,
 )
-from modeling_xlstm.kernels.slstm import slstm_sequence, slstm_step
+from modeling_xlstm.kernels.slstm import slstm_sequence, slstm_sequence_reference, slstm_step
 
 
 def mlstm_inputs(B=2, NH=2, S=19, DHQK=8, DHV=6, dtype=torch.float32, seed=0, gate_scale=3.0):
@@ -175,6 +175,37 @@ def test_slstm_matches_xlstm_vanilla_reference():
     torch.testing.assert_close(c_last / n_last, c_ref / n_ref, atol=1e-5, rtol=1e-5)
 
 
+def test_slstm_gradients_match_xlstm_vanilla_reference():
+    """Gradients through our sequence (hand-written backward) against autograd through NX-AI's vanilla loop. The two
+    pick the stabilizer differently on the first step (they start from m = 0, we from the empty-state rule), which
+    rescales c and n but not h, so the comparison is on a loss of h alone."""
+    from xlstm.blocks.slstm.src.vanilla import slstm_forward, slstm_pointwise_function_registry
+
+    B, S, NH, DH = 2, 11, 3, 4
+    gates, recurrent, bias = slstm_inputs(B=B, S=S, NH=NH, DH=DH)
+    weight = torch.randn(B, S, NH, DH, generator=torch.Generator().manual_seed(5))
+
+    ours = [t.clone().requires_grad_() for t in (gates, recurrent, bias)]
+    (slstm_sequence(*ours)[0] * weight).sum().backward()
+
+    x_int = gates.permute(1, 0, 2, 3, 4).reshape(S, B, -1).requires_grad_()
+    r_int = recurrent.permute(0, 2, 3, 1).reshape(NH, 4 * DH, DH).requires_grad_()
+    b_int = bias.permute(1, 0, 2).reshape(-1).requires_grad_()
+    states_all, _, _ = slstm_forward(
+        x_int, torch.zeros(4, B, NH * DH), r_int, b_int, slstm_pointwise_function_registry["slstm"]
+    )
+    (states_all[0, 1:].view(S, B, NH, DH).transpose(0, 1) * weight).sum().backward()
+
+    # back to our layouts: x [S, B, (4, NH, DH)], R [NH, (4, DH_out), DH_in], b [(4, NH, DH)]
+    theirs = (
+        x_int.grad.view(S, B, 4, NH, DH).permute(1, 0, 2, 3, 4),
+        r_int.grad.view(NH, 4, DH, DH).permute(0, 3, 1, 2),
+        b_int.grad.view(4, NH, DH).transpose(0, 1),
+    )
+    for name, a, b in zip(("gates_x", "recurrent_kernel", "bias"), (t.grad for t in ours), theirs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=lambda m: f"grad of {name}: {m}")
+
+
 def test_slstm_continues_from_state_and_step_equals_sequence():
     gates, recurrent, bias = slstm_inputs(S=10)
     h_full, s_full = slstm_sequence(gates, recurrent, bias)
@@ -200,13 +231,14 @@ def test_slstm_masked_steps_leave_state_untouched():
             torch.testing.assert_close(a[b : b + 1], r)
 
 
-def test_slstm_gradcheck():
+@pytest.mark.parametrize("sequence", [slstm_sequence, slstm_sequence_reference])
+def test_slstm_gradcheck(sequence):
     gates, recurrent, bias = slstm_inputs(B=1, S=4, NH=2, DH=2, dtype=torch.float64)
     g = torch.Generator().manual_seed(3)
     state = tuple(torch.randn(1, 2, 2, generator=g, dtype=torch.float64) for _ in range(4))
     state = (state[0], state[1], state[2].abs() + 0.5, state[3])  # a live state has n > 0
     leaves = [t.requires_grad_() for t in (gates, recurrent, bias, *state)]
-    assert torch.autograd.gradcheck(lambda x, r, b, *s: slstm_sequence(x, r, b, tuple(s))[0], leaves)
+    assert torch.autograd.gradcheck(lambda x, r, b, *s: sequence(x, r, b, tuple(s))[0], leaves)
 
 
 def test_slstm_extreme_gates_stay_finite():

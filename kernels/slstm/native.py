@@ -101,23 +101,23 @@ def slstm_sequence_reference(
 #
 # All buffers are in the state dtype (float32, or float64 for float64 inputs) and slot-major per step: every
 # per-step quantity is one contiguous [NH, B, DH] plane (on strided slices the same ops are 2-5x slower at these
-# sizes, where what the loop pays for is mostly per-op cost). Saved for the backward, and nothing else:
+# sizes, where the loop pays mostly per-op costs). Saved for the backward, and nothing else:
 #
 #   G  [S, 5, NH, B, DH]      per step lfm = log sigmoid(f) + m_{t-1} (-inf for an empty state), then the raw
 #                             pre-activations i, f, z, o (gates_x + bias, written for all steps at once before
 #                             the loop, plus h_{t-1} R added in the loop)
 #   ST [S + 1, 4, NH, B, DH]  the state c, n, m, h after each step; index 0 holds the initial state
 #
-# The recurrent matmul is one batched matmul over (gate, head), [4 NH, B, DH] @ [4 NH, DH, DH], which writes the
-# four gate planes of the step in place; its left operand is h_{t-1} copied four times into a small scratch.
-# The backward recomputes the pointwise activations from G and ST for a chunk of steps at once, then runs the
-# sequential part through two alternating records of 8 planes (see _sequence_backward).
+# The recurrent matmul is one batched matmul per step, [NH, B, DH] @ [NH, DH, 4 DH], into a small scratch (the
+# row-major [B, 4 DH] output per head is the layout the BLAS is fast at; column-major outputs with only B columns
+# ran 4x slower) whose four gate slices are then added onto the gate planes by one op. The backward recomputes
+# the pointwise activations from G and ST for a chunk of steps at once, then runs the sequential part through two
+# alternating records of 8 planes (see _sequence_backward).
 
 _LFM = 0  # G slot of lfm; the gates i, f, z, o follow
 _C, _N, _M, _H = range(4)  # ST slots
 # Backward record slots; the gate gradients are kept in the order z, o, i, f (see _sequence_backward)
 _DZ, _DO, _DI, _DF, _DM, _DN, _DC, _DH = range(8)
-_D_GATES = (2, 3, 0, 1)  # the record's gate slots as indices into the input gate order i, f, z, o
 # Backward coefficient slots (see _backward_coefficients)
 _AB, _QK, _CM, _CN, _CC, _FA, _NCOEF = 0, 2, 4, 7, 10, 13, 14
 
@@ -258,13 +258,14 @@ def _sequence_backward(G, ST, R, mask, dy, dh_T, dc_T, dn_T, dm_T):
     Two alternating records W[0], W[1] of 8 planes carry the loop: the record of step t + 1 holds the gradient
     flowing into step t (slots dm, dn, dc, dh; dh includes dy_t); step t writes its gate gradients (slots dz, do,
     di, df; dz, do before di, df so that one op writes (di, df, dlfm) with dlfm landing in the dm slot) and the
-    gradient flowing into step t - 1 into the other record, and copies its gate gradients to the output.
+    gradient flowing into step t - 1 into the other record. Its gate gradients are gathered, interleaved in the
+    order i, f, z, o, into a small scratch [NH, B, 4, DH]: the left operand of one matmul per head,
+    dh_{t-1} = dy_{t-1} + [B, 4 DH] @ [4 DH, DH] (the sum over gates inside the matmul), and copied from there to
+    the output in one op.
     """
     S, _, NH, B, DH = G.shape
     d_gates = G.new_empty((B, S, 4, NH, DH))
     dy = dy.to(G.dtype).permute(1, 2, 0, 3)  # [S, NH, B, DH]; a view when dy is in the state dtype already
-    # dh_{t-1} = sum_g dgate_g R_g^T: one matmul per head, [B, 4 DH] @ [4 DH, DH], on the gate gradients
-    # interleaved (i, f, z, o) in a scratch that is then copied to the output as it is.
     recurrent_t = R.permute(0, 2, 3, 1).reshape(NH, 4 * DH, DH)
     inter = G.new_empty((NH, B, 4, DH))
     inter_flat = inter.view(NH, B, 4 * DH)
@@ -287,8 +288,7 @@ def _sequence_backward(G, ST, R, mask, dy, dh_T, dc_T, dn_T, dm_T):
             dc=rec[_DC : _DC + 1],
             dh_1=rec[_DH : _DH + 1],
             dh=rec[_DH],
-            zo_out=rec[_DZ : _DO + 1],
-            if_out=rec[_DI : _DF + 1],
+            di_df=rec[_DI : _DF + 1],
         )
 
     rec = [views(W[0]), views(W[1])]
@@ -311,7 +311,9 @@ def _sequence_backward(G, ST, R, mask, dy, dh_T, dc_T, dn_T, dm_T):
         )
         ab, qk, c_m, c_n, c_c, fa = (
             coef[:, a:b].unbind(0)
-            for a, b in ((_AB, _AB + 2), (_QK, _QK + 2), (_CM, _CM + 3), (_CN, _CN + 3), (_CC, _CC + 3), (_FA, _FA + 1))
+            for a, b in (
+                (_AB, _AB + 2), (_QK, _QK + 2), (_CM, _CM + 3), (_CN, _CN + 3), (_CC, _CC + 3), (_FA, _FA + 1)
+            )
         )
         for t in reversed(range(t0, t1)):
             j, cur, nxt = t - t0, rec[(t + 1) % 2], rec[t % 2]
@@ -319,8 +321,8 @@ def _sequence_backward(G, ST, R, mask, dy, dh_T, dc_T, dn_T, dm_T):
             torch.mul(qk[j], cur["dch"], out=nxt["zo"])
             torch.mul(c_m[j], cur["dm"], out=nxt["ifl"]).addcmul_(c_n[j], cur["dn"]).addcmul_(c_c[j], cur["dc"])
             torch.mul(cur["dnc"], fa[j], out=nxt["dnc"])
-            inter_if.copy_(nxt["if_out"])
-            inter_zo.copy_(nxt["zo_out"])
+            inter_if.copy_(nxt["di_df"])
+            inter_zo.copy_(nxt["zo"])
             out_gates[t].copy_(inter)
             if t > 0:
                 dh = torch.baddbmm(dy_t[t - 1], inter_flat, recurrent_t, out=nxt["dh"])
@@ -391,7 +393,12 @@ def slstm_sequence(
     Differentiable w.r.t. gates_x, recurrent_kernel, bias and the initial state, through
     `SLSTMSequenceFunction` (one graph node, a hand-written backward loop through time; not twice
     differentiable). Same results as `slstm_sequence_reference`, the plain step loop.
+
+    Under torch.compile the plain step loop is traced instead: the Function's loops branch on data and write
+    through `out=` into strided views, which dynamo would split into many graphs; the step loop traces into one.
     """
+    if torch.compiler.is_compiling():
+        return slstm_sequence_reference(gates_x, recurrent_kernel, bias, state, mask)
     dtype = torch.promote_types(gates_x.dtype, torch.float32)
     B, S, _, NH, DH = gates_x.shape
     if state is None:
