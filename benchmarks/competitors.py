@@ -1,7 +1,8 @@
 """The competitors the benchmarks measure ours against, one adapter each: what exactly runs on their side.
 
 - transformers' `xLSTMForCausalLM` on our weights (`transformers_xlstm`, with `set_their_kernels` and
-  `probe_their_kernels` to choose its mLSTM kernels): bench_generate_cpu.py, bench_7b_inference.py;
+  `probe_their_kernels` to choose its mLSTM kernels): bench_generate_cpu.py, bench_7b_inference.py, bench_training_cpu.py;
+- NX-AI's paper model `xLSTMLMModel` (`nxai_paper_model`): bench_training_cpu.py;
 - mlstm_kernels' TFLA chunkwise kernel and Triton decode step (`tfla_chunkwise`, `mlstm_kernels_step`):
   bench_mlstm_kernels.py;
 - the `xlstm` package's sLSTM cell (`xlstm_slstm_cell`) and FlashRNN's sLSTM (`flashrnn_slstm`):
@@ -30,12 +31,15 @@ def _kernel_settings(kernels: tuple[str, str, str]) -> dict[str, str]:
     return dict(chunkwise_kernel=chunkwise, sequence_kernel=sequence, step_kernel=step)
 
 
-def transformers_xlstm(ours, kernels: tuple[str, str, str] = THEIR_NATIVE_KERNELS, share_weights: bool = True):
+def transformers_xlstm(
+    ours, kernels: tuple[str, str, str] = THEIR_NATIVE_KERNELS, share_weights: bool = True, mode: str = "inference"
+):
     """transformers' own `xLSTMForCausalLM` (the installed release; its mLSTM kernels come from mlstm_kernels
     2.0.6) with the architecture and the weights of `ours`, a 7B-style all-mLSTM `XLSTMForCausalLM` with single
     (unfused) weights.
 
-    Its config is `to_hf_xlstm_config(ours.config)` with `mode="inference"`, `kernels` = (chunkwise, sequence, step)
+    Its config is `to_hf_xlstm_config(ours.config)` with `mode` ("inference", or "train" for a training
+    benchmark: then it is returned in train mode with gradients), `kernels` = (chunkwise, sequence, step)
     kernel names (default: mlstm_kernels' native PyTorch ones, which run anywhere), `autocast_kernel_dtype` = ours'
     dtype (float32 on CPU, bf16 in the 7B GPU run) and float32 kernel states (`inference_state_dtype`). It is built
     on the meta device in ours' dtype and gets ours' tensors by name (their names map to ours by
@@ -51,7 +55,7 @@ def transformers_xlstm(ours, kernels: tuple[str, str, str] = THEIR_NATIVE_KERNEL
 
     dtype = ours.dtype
     config = xLSTMConfig(**to_hf_xlstm_config(
-        ours.config, mode="inference", autocast_kernel_dtype=str(dtype).removeprefix("torch."),
+        ours.config, mode=mode, autocast_kernel_dtype=str(dtype).removeprefix("torch."),
         inference_state_dtype="float32", **_kernel_settings(kernels),
     ))
     previous = torch.get_default_dtype()
@@ -77,7 +81,23 @@ def transformers_xlstm(ours, kernels: tuple[str, str, str] = THEIR_NATIVE_KERNEL
     tensors = {name: ours_tensors[our_name] if share_weights else ours_tensors[our_name].clone()
                for name, our_name in our_names.items()}
     theirs.load_state_dict(tensors, strict=True, assign=True)
+    if mode == "train":
+        return theirs.train().requires_grad_(True)
     return theirs.requires_grad_(False)
+
+
+def nxai_paper_model(config, context_length: int, slstm_backend: str = "vanilla"):
+    """NX-AI's `xlstm` 2.0.6 `xLSTMLMModel` (the paper's models) with the architecture of our paper-style `config`
+    (`to_nxai_paper_config`), its sLSTM cells on `slstm_backend` ("vanilla": the package's PyTorch step loop, the
+    one that runs on CPU; "cuda": its CUDA kernel) and its parallel mLSTM form sized for `context_length` tokens.
+    Randomly initialised by the package, in train mode."""
+    from dacite import Config, from_dict
+    from xlstm import xLSTMLMModel, xLSTMLMModelConfig
+
+    from modeling_xlstm.conversion.formats import to_nxai_paper_config
+
+    settings = to_nxai_paper_config(config, context_length=context_length, slstm_backend=slstm_backend)
+    return xLSTMLMModel(from_dict(xLSTMLMModelConfig, settings, config=Config(strict=True))).train()
 
 
 def set_their_kernels(theirs, kernels: tuple[str, str, str]) -> None:
