@@ -3,7 +3,8 @@
 # from the unpacked sdist, so a file the sdist lacks is missing from the wheel too), check what both contain,
 # install the wheel into a fresh venv of its own and, from a directory outside the source tree, run what a user
 # runs: the CLI (generate, --help of both subcommands), the bundled model through AutoModelForCausalLM, and a
-# trust_remote_code load of a copied model folder in an interpreter that never imports the package first.
+# trust_remote_code load of a model folder exported with the installed package's export command
+# (`python -m modeling_xlstm.hub_configs export`), in an interpreter that never imports the package first.
 #
 #   bash .ci/wheel_check.sh            # PYTHON=/path/to/venv/bin/python bash .ci/wheel_check.sh: another Python
 #
@@ -84,6 +85,11 @@ for path in source:
     target = "/".join([PACKAGES[parts[0]], *parts[1:]])
     if target not in in_wheel:
         problems.append(f"wheel lacks {target} (from {path})")
+# the model folders ship no remote code: only the export command writes it, into a copy
+for name in sorted(in_wheel):
+    parts = name.split("/")
+    if parts[:2] == ["modeling_xlstm", "hub_configs"] and len(parts) == 4 and name.endswith(".py"):
+        problems.append(f"wheel ships remote code in a model folder: {name}")
 tops = {name.split("/")[0] for name in in_wheel}
 if tops != {"modeling_xlstm", dist_info}:
     problems.append(f"wheel installs more than modeling_xlstm at the top level: {sorted(tops)}")
@@ -183,21 +189,32 @@ assert params > 100_000_000, params
 print(f"ok: {len(names())} model folders installed; xlstm-7-1-125m builds with {params:,} parameters")
 PY
 
-step "trust_remote_code=True on a copied model folder, without importing the package first"
-SITE_PKG="$("$VPY" -c 'import importlib.util; print(importlib.util.find_spec("modeling_xlstm").submodule_search_locations[0])')"
-cp -r "$SITE_PKG/hub_configs/xlstm-tiny-stdlib" "$RUN/copied-model"
-"$VPY" - "$RUN/copied-model" <<'PY' || fail "trust_remote_code load"
+step "trust_remote_code=True on an exported model folder, without importing the package first"
+"$VPY" -m modeling_xlstm.hub_configs export --help >"$WORK/export-help.txt" || fail "hub_configs export --help"
+grep -q -- "--overwrite" "$WORK/export-help.txt" || fail "hub_configs export --help lacks --overwrite"
+"$VPY" -m modeling_xlstm.hub_configs export xlstm-tiny-stdlib "$RUN/copied-model" || fail "hub_configs export"
+[[ -f "$RUN/copied-model/xlstm_stack_remote.py" ]] || fail "the exported folder has no xlstm_stack_remote.py"
+# a fresh interpreter (-I: isolated, no user site, no PYTHON* variables) that imports only torch and transformers
+"$VPY" -I - "$RUN/copied-model" <<'PY' || fail "trust_remote_code load"
+import json
 import sys
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 assert "modeling_xlstm" not in sys.modules
+assert "auto_map" in json.load(open(f"{sys.argv[1]}/config.json")), "export wrote no auto_map"
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
 assert type(model).__module__.endswith(".xlstm_stack_remote"), type(model).__module__
 ids = AutoTokenizer.from_pretrained(sys.argv[1])("def f(x):", return_tensors="pt").input_ids
 with torch.inference_mode():
-    assert torch.isfinite(model(ids).logits).all()
-print("ok:", type(model).__module__)
+    logits = model(ids).logits
+import modeling_xlstm  # only now: the reference, the shipped folder loaded by the package
+from modeling_xlstm.hub_configs import model_path
+
+reference = modeling_xlstm.XLSTMForCausalLM.from_pretrained(model_path("xlstm-tiny-stdlib")).eval()
+with torch.inference_mode():
+    assert torch.isfinite(logits).all() and torch.equal(logits, reference(ids).logits)
+print("ok:", type(model).__module__, "gives the package model's logits")
 PY
 
 step "the package still imports with a model folder as the working directory"

@@ -55,7 +55,6 @@ from transformers import (
 
 import modeling_xlstm  # noqa: F401  (registers the xlstm_stack model type)
 from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
-from modeling_xlstm.hub_configs import write_remote_code
 
 REPO = Path(__file__).resolve().parent.parent
 EOS = "<|endoftext|>"
@@ -404,9 +403,10 @@ few hundredths as unresolved.
 
 ## Files
 
-`config.json` (`model_type: xlstm_stack`, with an `auto_map` for `trust_remote_code=True`), `generation_config.json`,
-`model.safetensors` (float32), `tokenizer.json` + `tokenizer_config.json`, and `xlstm_stack_remote.py`, the remote
-code that `auto_map` points to (it subclasses the installed `modeling_xlstm` package's classes).
+`config.json` (`model_type: xlstm_stack`, loaded after `import modeling_xlstm`), `generation_config.json`,
+`model.safetensors` (float32), `tokenizer.json` + `tokenizer_config.json`. For `trust_remote_code=True`, export a
+copy first: `python -m modeling_xlstm.hub_configs export xlstm-tiny-stdlib OUT` writes the remote code and
+`auto_map` there.
 """
 
 
@@ -543,8 +543,7 @@ def main(argv: list[str] | None = None) -> None:
         top_p=0.95,
     )
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    write_remote_code(out)  # xlstm_stack_remote.py + config.json's auto_map, for trust_remote_code=True
+    tokenizer.save_pretrained(out)  # no remote code here: `python -m modeling_xlstm.hub_configs export` writes it
     info = {
         "results": results,
         "data": data,

@@ -1,11 +1,11 @@
-"""Write hub_configs/<model>/ for every published xLSTM model: config.json, generation_config.json and the
-remote-code module that makes `trust_remote_code=True` work. Run from the repository root:
+"""Write hub_configs/<model>/ for every published xLSTM model: config.json and generation_config.json. Run from
+the repository root:
 
     python hub_configs/make_hub_configs.py
 
-The values and where each comes from are listed in hub_configs/README.md. The remote-code module and the
-`auto_map` come from `modeling_xlstm.hub_configs.write_remote_code`, the one writer of both (also used by
-examples/train_tiny.py for the bundled xlstm-tiny-stdlib).
+The values and where each comes from are listed in hub_configs/README.md. The folders get no remote code and no
+`auto_map` (`import modeling_xlstm` registers the classes); `python -m modeling_xlstm.hub_configs export` writes
+both into a copy for `trust_remote_code=True`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 from transformers import GenerationConfig
 
 from modeling_xlstm import XLSTMConfig
-from modeling_xlstm.hub_configs import AUTO_MAP, REMOTE_MODULE, write_remote_code  # noqa: F401  (re-exported)
 
 HERE = Path(__file__).resolve().parent
 
@@ -84,13 +83,12 @@ def published_models() -> dict[str, dict]:
 
 
 def write_folder(folder: Path, settings: dict) -> None:
-    """config.json, generation_config.json and the remote code of one published model."""
+    """config.json and generation_config.json of one published model."""
     folder.mkdir(exist_ok=True)
     config = XLSTMConfig(**settings)
     config.architectures = ["XLSTMForCausalLM"]
     config.save_pretrained(folder)
     GenerationConfig.from_model_config(config).save_pretrained(folder)
-    write_remote_code(folder)
 
 
 def write_all() -> None:

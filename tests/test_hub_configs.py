@@ -1,11 +1,11 @@
 """hub_configs/: every published model's config builds (on the meta device) a model with exactly the parameter
 count of NX-AI's reference implementation built from the same settings, the folders are up to date, ship as
-package data, and their remote code neither shadows the package nor needs it imported first."""
+package data and hold no remote code; an exported copy (`python -m modeling_xlstm.hub_configs export`) loads with
+trust_remote_code=True without the package imported first, and its remote code does not shadow the package."""
 
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -19,18 +19,28 @@ from modeling_xlstm.conversion.formats import to_nxai_large_config, to_nxai_pape
 from modeling_xlstm.hub_configs.make_hub_configs import published_models, write_folder
 from modeling_xlstm.hub_configs import (
     AUTO_MAP,
+    BUNDLED_MODEL,
     REMOTE_MODULE,
+    export,
     model_path,
     names,
     remote_code_source,
     write_remote_code,
 )
+from modeling_xlstm.hub_configs.__main__ import main as hub_configs_main
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB = ROOT / "hub_configs"
 
 MODELS = published_models()
 FOLDERS = names()  # the published configs and the bundled xlstm-tiny-stdlib
+EXPORT = [sys.executable, "-m", "modeling_xlstm.hub_configs", "export"]
+
+
+def clean_env(**extra) -> dict:
+    """The environment of a fresh interpreter: no PYTHONPATH, so modeling_xlstm is the installed package."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    return {**env, "OMP_NUM_THREADS": "1", **extra}
 
 
 def count(model: torch.nn.Module) -> int:
@@ -114,15 +124,14 @@ def test_every_model_folder_is_listed():
 
 
 @pytest.mark.parametrize("name", FOLDERS)
-def test_folder_has_exactly_the_generated_remote_code(name):
-    """One remote-code module per folder, as write_remote_code writes it, and the auto_map points to it."""
+def test_no_model_folder_holds_remote_code(name):
+    """The shipped folders load after `import modeling_xlstm`; the remote-code module and the auto_map are written
+    only into exported copies (DESIGN.md section 3: one writer, no committed copy per folder)."""
     folder = HUB / name
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "xlstm_stack"
-    assert config["auto_map"] == AUTO_MAP
-    assert all(ref.startswith(REMOTE_MODULE + ".") for ref in AUTO_MAP.values())
-    assert sorted(path.name for path in folder.glob("*.py")) == [REMOTE_MODULE + ".py"]
-    assert (folder / f"{REMOTE_MODULE}.py").read_text() == remote_code_source()
+    assert "auto_map" not in config
+    assert not list(folder.glob("*.py"))
     assert not [path for path in folder.iterdir() if path.is_dir()]
 
 
@@ -137,12 +146,12 @@ def test_no_file_in_a_model_folder_shadows_a_module(name):
             assert importlib.util.find_spec(module) is None, f"{path} shadows the importable module {module!r}"
 
 
-@pytest.mark.parametrize("name", ["xlstm-tiny-stdlib", "xlstm-7-1-125m"])
-def test_package_works_from_inside_a_model_folder(name):
+@pytest.mark.parametrize("name", ["xlstm-tiny-stdlib", "xlstm-7-1-125m", "exported"])
+def test_package_works_from_inside_a_model_folder(name, tmp_path):
     """`cd hub_configs/<model> && python -m modeling_xlstm --help` once failed: modeling_xlstm.py there shadowed
-    the package."""
-    folder = HUB / name
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    the package. An exported folder (the one that holds the remote-code module) is checked too."""
+    folder = export("xlstm-7-1-125m", tmp_path / "model") if name == "exported" else HUB / name
+    env = clean_env()
     result = subprocess.run([sys.executable, "-m", "modeling_xlstm", "--help"], cwd=folder, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -187,18 +196,81 @@ def test_write_remote_code_replaces_the_legacy_shims(tmp_path):
         write_remote_code(tmp_path)
 
 
+def test_export_copies_a_model_folder_and_writes_the_remote_code_only_there(tmp_path):
+    """By name (a shipped model) or by path (any model folder of this package); the source stays as it is."""
+    before = {p.name: p.read_bytes() for p in (HUB / "xlstm-7b").iterdir()}
+    out = export("xlstm-7b", tmp_path / "by-name")
+    assert out == tmp_path / "by-name"
+    assert {p.name: p.read_bytes() for p in (HUB / "xlstm-7b").iterdir()} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted([*before, f"{REMOTE_MODULE}.py"])
+    config = json.loads((out / "config.json").read_text())
+    assert config.pop("auto_map") == AUTO_MAP and config == json.loads(before["config.json"])
+    assert (out / "generation_config.json").read_bytes() == before["generation_config.json"]
+    # a model folder given by path, into a folder that does not exist yet (parents made)
+    by_path = export(out, tmp_path / "a" / "b")
+    assert (by_path / f"{REMOTE_MODULE}.py").read_text() == remote_code_source()
+    assert not list(tmp_path.rglob(".*.export-*"))  # no staging folder left behind
+    # --overwrite replaces the folder: a stale file there goes
+    (out / "stale.txt").write_text("x")
+    assert hub_configs_main(["export", "xlstm-7b", str(out), "--overwrite"]) == 0
+    assert not (out / "stale.txt").exists() and (out / f"{REMOTE_MODULE}.py").is_file()
+
+
+def export_error(capsys, *argv: str) -> str:
+    """The export command's error message (one line on stderr, exit status 2, no traceback)."""
+    assert hub_configs_main(["export", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m modeling_xlstm.hub_configs export: error: ") and "Traceback" not in err
+    return err
+
+
+def test_export_errors_are_clear_and_write_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    err = export_error(capsys, "xlstm-70b", str(out))  # unknown name: say so, and list the choices
+    assert "'xlstm-70b'" in err and "xlstm-tiny-stdlib" in err and "xlstm-7b" in err
+    err = export_error(capsys, str(tmp_path / "nowhere"), str(out))  # a path that is no model folder
+    assert "nowhere" in err and "config.json" in err
+    assert not out.exists()
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    err = export_error(capsys, "xlstm-7b", str(out))  # an existing OUT: refused unless --overwrite
+    assert "already exists" in err and "--overwrite" in err
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    gpt2 = tmp_path / "gpt2"
+    gpt2.mkdir()
+    (gpt2 / "config.json").write_text('{"model_type": "gpt2"}')
+    err = export_error(capsys, str(gpt2), str(tmp_path / "gpt2-out"))  # not a model of this package
+    assert "xlstm_stack" in err and not (tmp_path / "gpt2-out").exists()
+    err = export_error(capsys, str(gpt2), str(gpt2 / "sub"), "--overwrite")  # OUT inside the source
+    assert "overlap" in err
+    err = export_error(capsys, str(gpt2), str(tmp_path), "--overwrite")  # OUT holding the source
+    assert "overlap" in err and (gpt2 / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt2", "out"]
+
+
+def test_export_command_help_and_list():
+    env = clean_env()
+    out = subprocess.run([*EXPORT, "--help"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "NAME_OR_DIR" in out.stdout and "--overwrite" in out.stdout and "trust_remote_code" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "modeling_xlstm.hub_configs", "list"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == FOLDERS
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_folder_is_complete_and_up_to_date(name, tmp_path):
     folder = HUB / name
     assert (folder / "generation_config.json").is_file()
-    # make_hub_configs.py writes the same files (the remote code included)
+    # make_hub_configs.py writes the same files: config.json and generation_config.json, no remote code
     write_folder(tmp_path / name, MODELS[name])
     assert sorted(p.name for p in (tmp_path / name).iterdir()) == sorted(p.name for p in folder.iterdir())
-    assert (tmp_path / name / f"{REMOTE_MODULE}.py").read_bytes() == (folder / f"{REMOTE_MODULE}.py").read_bytes()
-    # the folder holds what make_hub_configs.py writes for it
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "generation_config.json"]
+    # the folder holds what make_hub_configs.py writes for it (an auto_map would show up as a difference)
     expected = XLSTMConfig(**MODELS[name]).to_diff_dict()
     written = XLSTMConfig.from_pretrained(folder).to_diff_dict()
-    for key in ("transformers_version", "architectures", "auto_map"):
+    for key in ("transformers_version", "architectures"):
         expected.pop(key, None), written.pop(key, None)
     assert written == expected
 
@@ -216,16 +288,19 @@ def test_paper_sizes_follow_table_7():
 
 
 def test_trust_remote_code_loads_without_importing_the_package(tmp_path):
-    """auto_map + the remote code: AutoConfig/AutoModelForCausalLM with trust_remote_code in a fresh interpreter."""
+    """An exported config-only folder: AutoConfig/AutoModelForCausalLM with trust_remote_code in a fresh
+    interpreter."""
+    folder = export("xlstm-7-1-125m", tmp_path / "xlstm-7-1-125m")
     code = (
-        "import torch\n"
+        "import sys, torch\n"
         "from transformers import AutoConfig, AutoModelForCausalLM\n"
-        f"c = AutoConfig.from_pretrained({str(HUB / 'xlstm-7-1-125m')!r}, trust_remote_code=True)\n"
+        "assert 'modeling_xlstm' not in sys.modules\n"
+        f"c = AutoConfig.from_pretrained({str(folder)!r}, trust_remote_code=True)\n"
         "with torch.device('meta'):\n"
         "    m = AutoModelForCausalLM.from_config(c, trust_remote_code=True)\n"
         "print(type(m).__name__, sum(p.numel() for p in m.parameters()))\n"
     )
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path)}
+    env = clean_env(HF_MODULES_CACHE=str(tmp_path / "modules"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
                          cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -256,15 +331,20 @@ print("ok")
 """
 
 
-def test_trust_remote_code_loads_a_copied_model_folder(tmp_path):
-    """A copy of the bundled model elsewhere loads with trust_remote_code=True in an interpreter that never
-    imported modeling_xlstm, gives the package's logits, and saves a folder that loads the same way: with the
-    remote-code module copied next to it (not the package's own modules)."""
+def test_trust_remote_code_loads_an_exported_model_folder(tmp_path):
+    """A copy of the bundled model exported elsewhere with the export command loads with trust_remote_code=True
+    in an interpreter that never imported modeling_xlstm, gives the package's logits, and saves a folder that
+    loads the same way: with the remote-code module copied next to it (not the package's own modules)."""
     copy = tmp_path / "some" / "model"
-    shutil.copytree(HUB / "xlstm-tiny-stdlib", copy)
+    env = clean_env(HF_MODULES_CACHE=str(tmp_path / "modules"))
+    out = subprocess.run([*EXPORT, "xlstm-tiny-stdlib", str(copy)], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    shipped = sorted(p.name for p in model_path().iterdir())
+    assert sorted(p.name for p in copy.iterdir()) == sorted([*shipped, f"{REMOTE_MODULE}.py"])
+    assert json.loads((copy / "config.json").read_text())["auto_map"] == AUTO_MAP
+    assert (copy / "model.safetensors").read_bytes() == (model_path() / "model.safetensors").read_bytes()
     saved = tmp_path / "saved"
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "OMP_NUM_THREADS": "1"}
-    env.pop("PYTHONPATH", None)
     for folder, save_to in ((copy, saved), (saved, "-")):
         out = subprocess.run([sys.executable, "-c", REMOTE_LOAD, str(folder), str(save_to), str(copy)], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=300)
@@ -276,12 +356,15 @@ def test_trust_remote_code_loads_a_copied_model_folder(tmp_path):
 
 
 def test_save_pretrained_keeps_a_folder_loadable_with_remote_code(tmp_path):
-    """A config read from a remote-code folder, saved elsewhere, writes the remote-code module beside it."""
-    config = XLSTMConfig.from_pretrained(model_path())
-    assert config.auto_map
-    config.save_pretrained(tmp_path)
-    assert (tmp_path / f"{REMOTE_MODULE}.py").read_text() == remote_code_source()
-    assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == config.auto_map
+    """A config read from a remote-code folder (an exported one), saved elsewhere, writes the remote-code module
+    beside it."""
+    config = XLSTMConfig.from_pretrained(export(BUNDLED_MODEL, tmp_path / "exported"))
+    assert config.auto_map == AUTO_MAP
+    saved = tmp_path / "saved"
+    config.save_pretrained(saved)
+    assert (saved / f"{REMOTE_MODULE}.py").read_text() == remote_code_source()
+    assert json.loads((saved / "config.json").read_text())["auto_map"] == config.auto_map
+    assert getattr(XLSTMConfig.from_pretrained(model_path()), "auto_map", None) is None  # the shipped one has none
     plain = tmp_path / "plain"
     XLSTMConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_heads=2).save_pretrained(plain)
     assert not (plain / f"{REMOTE_MODULE}.py").exists()  # a config without auto_map gets no remote code
