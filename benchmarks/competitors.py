@@ -16,9 +16,11 @@ pyproject.toml allows).
 
 from __future__ import annotations
 
+from modeling_xlstm.conversion.formats import NATIVE_KERNELS
+
 # transformers' xLSTM: its mLSTM kernels (chunkwise, sequence, step), names of mlstm_kernels' registries
 THEIR_TRITON_KERNELS = ("chunkwise--triton_xl_chunk", "native_sequence__triton", "triton")
-THEIR_NATIVE_KERNELS = ("chunkwise--native_autograd", "native_sequence__native", "native")
+THEIR_NATIVE_KERNELS = tuple(NATIVE_KERNELS.values())  # chunkwise, sequence, step: their native PyTorch kernels
 
 
 # ----------------------------------------------------------------------------------------------------------------

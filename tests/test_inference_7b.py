@@ -10,6 +10,7 @@ import torch
 
 import benchmarks.bench_7b_inference as bench
 from benchmarks import results
+from helpers import randomize_
 from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
 
 
@@ -25,11 +26,7 @@ def small_7b_config(**overrides) -> XLSTMConfig:
 def perturbed_model(config: XLSTMConfig, seed: int = 0) -> XLSTMForCausalLM:
     """A model whose gate weights are not zero (the init zeroes them), so every projection affects the logits."""
     torch.manual_seed(seed)
-    model = XLSTMForCausalLM(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    return model
+    return randomize_(XLSTMForCausalLM(config), scale=0.05, seed=seed).eval()
 
 
 # ---------------------------------------------------------------------------------------------------------------
