@@ -80,7 +80,7 @@ class XLSTMCache(Cache):
         that states written through it land in `cache` too. A plain cache that already holds states cannot be
         wrapped: it does not know how many tokens it has consumed, which `generate()` needs."""
         check_cache(cache, config, batch_size=None)
-        if any(layer.has_previous_state[0] for layer in cache.layers):
+        if any(cache.get_recurrent_state(idx, 0) is not None for idx in range(len(cache.layers))):
             raise ValueError(
                 f"generate() cannot continue from a {type(cache).__name__} that already holds states: it does not "
                 "count the tokens it has consumed. Continue from the XLSTMCache returned by the model or by generate() "
@@ -189,20 +189,16 @@ def check_cache(cache: Cache, config, batch_size: int | None) -> None:
             f"The cache passed to the model has {len(cache.layers)} layers but this model has {len(expected)} "
             "blocks: it was built for another model; create one with XLSTMCache(model.config), or pass none."
         )
-    for layer_idx, (layer, (state_shapes, conv_shape)) in enumerate(zip(cache.layers, expected)):
-        layer = _linear_layer(cache, layer_idx)
-        if not layer.has_previous_state[0]:
+    for layer_idx, (state_shapes, conv_shape) in enumerate(expected):
+        conv_state, states = _held_states(cache, layer_idx)
+        if not states:
             continue
-        held = [
-            tuple(layer.recurrent_states[slot].shape)
-            for slot in range(layer.number_of_states)
-            if layer.is_recurrent_states_initialized[slot]
-        ]
-        if held and batch_size is not None:
+        held = [tuple(state.shape) for state in states]
+        if batch_size is not None:
             _check_batch_size(held[0][0], batch_size)
         if isinstance(cache, XLSTMCache):
             continue  # shapes were checked through its signature, and only this model's blocks write them
-        conv = tuple(layer.conv_states[0].shape[1:]) if layer.is_conv_states_initialized[0] else None
+        conv = tuple(conv_state.shape[1:]) if conv_state is not None else None
         if [shape[1:] for shape in held] != list(state_shapes) or conv != conv_shape:
             raise ValueError(
                 f"The cache passed to the model holds, at layer {layer_idx}, states of shapes {held} (conv "
@@ -212,24 +208,31 @@ def check_cache(cache: Cache, config, batch_size: int | None) -> None:
             )
 
 
+def _held_states(cache: Cache, layer_idx: int) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]:
+    """(conv buffer or None, the recurrent state tensors held) of layer `layer_idx`, through the Cache's public
+    accessors (`get_conv_state`, `get_recurrent_state`: None for a slot without a previous state)."""
+    layer = _linear_layer(cache, layer_idx)
+    states = []
+    for slot in range(layer.number_of_states):
+        state = cache.get_recurrent_state(layer_idx, slot)
+        if state is None:
+            break
+        states.append(state)
+    return cache.get_conv_state(layer_idx, 0), tuple(states)
+
+
 def read_layer_state(
     cache: Cache | None, layer_idx: int, batch_size: int
 ) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...] | None]:
     """(conv buffer or None, recurrent state tuple or None) of block `layer_idx`; (None, None) for no state."""
     if cache is None:
         return None, None
-    layer = _linear_layer(cache, layer_idx)
-    if not layer.has_previous_state[0]:
+    conv_state, states = _held_states(cache, layer_idx)
+    if not states:
         return None, None
-    states = []
-    for slot in range(layer.number_of_states):
-        if not layer.is_recurrent_states_initialized[slot]:
-            break
-        states.append(layer.recurrent_states[slot])
     # check_cache ran before the forward, except under torch.compile: this shape comparison costs no sync
     _check_batch_size(states[0].shape[0], batch_size)
-    conv_state = layer.conv_states[0] if layer.is_conv_states_initialized[0] else None
-    return conv_state, tuple(states)
+    return conv_state, states
 
 
 def write_layer_state(
@@ -256,7 +259,7 @@ def write_layer_state(
             layer.conv_states[0] = conv_state
             layer.conv_kernel_size[0] = conv_state.shape[-1]
             layer.is_conv_states_initialized[0] = True
-        layer.has_previous_state[0] = True
+        _mark_held(layer, len(recurrent_state))
         return
     dtype = _STATE_DTYPES[state_dtype]
     for slot, tensor in enumerate(recurrent_state):
@@ -267,4 +270,10 @@ def write_layer_state(
         if not layer.is_conv_states_initialized[0]:
             layer.lazy_initialization(conv_states=conv_state, state_idx=0)
         layer.conv_states[0].copy_(conv_state)
-    layer.has_previous_state[0] = True
+    _mark_held(layer, len(recurrent_state))
+
+
+def _mark_held(layer: LinearAttentionCacheLayerMixin, num_states: int) -> None:
+    # what the public getters read; transformers' own update_recurrent_state never sets it (its conv update does)
+    for slot in range(num_states):
+        layer.has_previous_state[slot] = True
