@@ -29,7 +29,13 @@ import time
 from benchmarks.competitors import transformers_xlstm
 from benchmarks.results import cpu_name, expect, record
 
-COMPETITOR = "transformers xLSTMForCausalLM (5.23, native kernels, float32)"
+
+def competitor() -> str:
+    import transformers
+
+    return f"transformers xLSTMForCausalLM ({transformers.__version__}, native kernels, float32)"
+
+
 expect("cpu_generate_tok_s_b1", "CPU generate() new tokens/s, batch 1, small 7B-style config, vs transformers' xLSTM")
 expect("cpu_generate_tok_s_b8", "CPU generate() new tokens/s, batch 8, small 7B-style config, vs transformers' xLSTM")
 expect(
@@ -142,7 +148,7 @@ def main() -> None:
         theirs_tps = batch * n / seconds["theirs"]
         for name, key in ((f"cpu_generate_tok_s_b{batch}", "ours"), (f"cpu_generate_tok_s_b{batch}_static_compiled", "ours_static_compiled")):
             entry = record(
-                name, batch * n / seconds[key], theirs_tps, COMPETITOR, "new tokens/s", "higher", device,
+                name, batch * n / seconds[key], theirs_tps, competitor(), "new tokens/s", "higher", device,
                 f"B={batch}, prompt {args.prompt_tokens}, {n} new tokens greedy, best of {args.repeats}; {CONFIG_TEXT}",
             )
             print(f"{name}: ours {entry['ours']:.1f} tok/s, theirs {theirs_tps:.1f} tok/s, ratio {entry['ratio']}")
@@ -173,7 +179,7 @@ def main() -> None:
         with tqdm(total=2 * args.repeats, desc=name) as progress:
             seconds = best_of(args.repeats, functions, progress)
         entry = record(
-            name, T / seconds["ours"], T / seconds["theirs"], COMPETITOR, "tokens/s", "higher", device,
+            name, T / seconds["ours"], T / seconds["theirs"], competitor(), "tokens/s", "higher", device,
             f"B=1, T={T}, chunk 64, best of {args.repeats}; {CONFIG_TEXT}",
         )
         print(f"{name}: ours {entry['ours']:.0f} tok/s, theirs {entry['theirs']:.0f} tok/s, ratio {entry['ratio']}")

@@ -18,6 +18,7 @@ import statistics
 import time
 
 import torch
+import transformers
 from tqdm import tqdm
 
 from benchmarks.competitors import nxai_paper_model, transformers_xlstm
@@ -82,7 +83,8 @@ def main() -> None:
         "cpu_train_tok_s_mlstm",
         step_function(ours, ids, lambda model, x: model(x, use_cache=False).logits),
         step_function(theirs, ids, lambda model, x: model(x, use_cache=False).logits),
-        args.steps, tokens, "transformers xLSTMForCausalLM (mode train, mlstm_kernels native chunkwise kernel)",
+        args.steps, tokens,
+        f"transformers {transformers.__version__} xLSTMForCausalLM (mode train, mlstm_kernels native chunkwise kernel)",
         device, shape + ", 7B style, mLSTM only", not args.no_record,
     )
 
