@@ -41,6 +41,25 @@ def randomize_(model: torch.nn.Module, scale: float = 0.2, seed: int = 0) -> tor
     return model
 
 
+def slstm_run_with_grads(fn, gates, recurrent, bias, init, mask, seed=1):
+    """Run the sLSTM sequence `fn(gates, recurrent, bias, state, mask)` and back-propagate a random linear functional
+    of h and all four final states (in float32, or float64 for float64 outputs); returns h, the final state and the
+    gradients of every input (the initial state's too, when `init` is given)."""
+    leaves = [x.detach().clone().requires_grad_() for x in (gates, recurrent, bias)]
+    state = None
+    if init is not None:
+        state = tuple(s.detach().clone().requires_grad_() for s in init)
+        leaves += list(state)
+    h, final = fn(*leaves[:3], state, mask)
+    g = torch.Generator().manual_seed(seed)
+    outputs = (h, *final)
+    dtypes = [torch.promote_types(o.dtype, torch.float32) for o in outputs]
+    weights = [torch.randn(o.shape, generator=g, dtype=d).to(o.device) for o, d in zip(outputs, dtypes)]
+    loss = sum((o.to(d) * w).sum() for o, d, w in zip(outputs, dtypes, weights))
+    grads = torch.autograd.grad(loss, leaves)
+    return h.detach(), tuple(s.detach() for s in final), grads
+
+
 def generated_cache(output):
     """The cache of a `generate(..., return_dict_in_generate=True)` output, under the installed release's name
     (`cache` from transformers 5.24 on, `past_key_values` before)."""

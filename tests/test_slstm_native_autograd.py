@@ -18,6 +18,7 @@ to 1 + |value|), so 1e-5 has margin, while a wrong or missing term in any gradie
 
 import pytest
 import torch
+from helpers import slstm_run_with_grads
 
 from modeling_xlstm.kernels.slstm import native
 from modeling_xlstm.kernels.slstm import slstm_sequence, slstm_sequence_reference
@@ -55,26 +56,10 @@ def make_mask(B, S, seed=4):
     return mask
 
 
-def run_with_grads(fn, gates, recurrent, bias, init, mask, seed=1):
-    """Run `fn` and back-propagate a random linear functional of h and all four final states."""
-    leaves = [x.detach().clone().requires_grad_() for x in (gates, recurrent, bias)]
-    state = None
-    if init is not None:
-        state = tuple(s.detach().clone().requires_grad_() for s in init)
-        leaves += list(state)
-    h, final = fn(*leaves[:3], state, mask)
-    g = torch.Generator().manual_seed(seed)
-    outputs = (h, *final)
-    weights = [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in outputs]
-    loss = sum((o * w).sum() for o, w in zip(outputs, weights))
-    grads = torch.autograd.grad(loss, leaves)
-    return h.detach(), tuple(s.detach() for s in final), grads
-
-
 def assert_matches_reference(gates, recurrent, bias, init, mask=None, **tol):
     tol = tol or TOL
-    h, final, grads = run_with_grads(slstm_sequence, gates, recurrent, bias, init, mask)
-    h_ref, final_ref, grads_ref = run_with_grads(slstm_sequence_reference, gates, recurrent, bias, init, mask)
+    h, final, grads = slstm_run_with_grads(slstm_sequence, gates, recurrent, bias, init, mask)
+    h_ref, final_ref, grads_ref = slstm_run_with_grads(slstm_sequence_reference, gates, recurrent, bias, init, mask)
     assert h.dtype == h_ref.dtype and h.shape == h_ref.shape
     torch.testing.assert_close(h, h_ref, **tol)
     for name, a, b in zip("hcnm", final, final_ref):
@@ -158,8 +143,8 @@ def test_only_some_inputs_require_grad():
 def test_bfloat16_gates_keep_float32_state():
     gates, recurrent, bias, init = make_inputs(B=2, S=7, NH=2, DH=8)
     gates = gates.bfloat16()
-    h, final, grads = run_with_grads(slstm_sequence, gates, recurrent, bias, init, None)
-    h_ref, final_ref, grads_ref = run_with_grads(slstm_sequence_reference, gates, recurrent, bias, init, None)
+    h, final, grads = slstm_run_with_grads(slstm_sequence, gates, recurrent, bias, init, None)
+    h_ref, final_ref, grads_ref = slstm_run_with_grads(slstm_sequence_reference, gates, recurrent, bias, init, None)
     assert h.dtype == torch.bfloat16 and all(s.dtype == torch.float32 for s in final)
     assert grads[0].dtype == torch.bfloat16
     # the same float32 math inside; only the rounding of h and of the gates' gradient to bf16 differs
@@ -286,8 +271,8 @@ def test_gradcheck_empty_elements_and_left_padding():
     mask[0, :2] = False
     gradcheck(gates, recurrent, bias, (h0, c0, n0, m0), mask, state_grad=(True, True, False, True))
     # and the same against the reference loop in float64, to machine precision
-    h, final, grads = run_with_grads(slstm_sequence, gates, recurrent, bias, (h0, c0, n0, m0), mask)
-    h_ref, final_ref, grads_ref = run_with_grads(
+    h, final, grads = slstm_run_with_grads(slstm_sequence, gates, recurrent, bias, (h0, c0, n0, m0), mask)
+    h_ref, final_ref, grads_ref = slstm_run_with_grads(
         slstm_sequence_reference, gates, recurrent, bias, (h0, c0, n0, m0), mask
     )
     for a, b in zip((h, *final, *grads), (h_ref, *final_ref, *grads_ref)):
@@ -307,8 +292,10 @@ def test_ties_in_the_stabilizer_split_the_gradient():
     leaves_state = (h0, c0, n0, m0)
     G, _ = native._sequence_forward(gates, recurrent, bias, h0, c0, n0, m0, None)
     assert torch.equal(G[0, native._LFM], G[0, native._LFM + 1])  # the forward sees the tie: lfm == i
-    h, final, grads = run_with_grads(slstm_sequence, gates, recurrent, bias, leaves_state, None)
-    h_ref, final_ref, grads_ref = run_with_grads(slstm_sequence_reference, gates, recurrent, bias, leaves_state, None)
+    h, final, grads = slstm_run_with_grads(slstm_sequence, gates, recurrent, bias, leaves_state, None)
+    h_ref, final_ref, grads_ref = slstm_run_with_grads(
+        slstm_sequence_reference, gates, recurrent, bias, leaves_state, None
+    )
     for a, b in zip((h, *final, *grads), (h_ref, *final_ref, *grads_ref)):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
     gradcheck(gates, recurrent, bias, (h0, c0, n0, m0), state_grad=(False, True, True, False))

@@ -12,6 +12,7 @@ margin for that and nothing else: a wrong term in any gradient is O(1e-1) here.
 
 import pytest
 import torch
+from helpers import slstm_run_with_grads
 
 from modeling_xlstm.kernels.slstm import native
 from modeling_xlstm.kernels.slstm import triton as tk
@@ -43,26 +44,10 @@ def make_inputs(B, S, NH, DH, state="random", seed=0, device=DEVICE, dtype=torch
     return gates, recurrent, bias, init
 
 
-def run_with_grads(fn, gates, recurrent, bias, init, mask, seed=1):
-    """Run `fn` and back-propagate a random linear functional of h and all four final states."""
-    leaves = [x.detach().clone().requires_grad_() for x in (gates, recurrent, bias)]
-    state = None
-    if init is not None:
-        state = tuple(s.detach().clone().requires_grad_() for s in init)
-        leaves += list(state)
-    h, final = fn(*leaves[:3], state, mask)
-    g = torch.Generator().manual_seed(seed)
-    outputs = (h, *final)
-    weights = [torch.randn(o.shape, generator=g).to(o.device) for o in outputs]
-    loss = sum((o.float() * w).sum() for o, w in zip(outputs, weights))
-    grads = torch.autograd.grad(loss, leaves)
-    return h.detach(), tuple(s.detach() for s in final), grads
-
-
 def assert_matches_native(gates, recurrent, bias, init, mask=None, **tol):
     tol = tol or TOL
-    h, final, grads = run_with_grads(tk.slstm_sequence, gates, recurrent, bias, init, mask)
-    h_ref, final_ref, grads_ref = run_with_grads(native.slstm_sequence, gates, recurrent, bias, init, mask)
+    h, final, grads = slstm_run_with_grads(tk.slstm_sequence, gates, recurrent, bias, init, mask)
+    h_ref, final_ref, grads_ref = slstm_run_with_grads(native.slstm_sequence, gates, recurrent, bias, init, mask)
     assert h.dtype == gates.dtype and h.shape == h_ref.shape
     torch.testing.assert_close(h, h_ref, **tol)
     for name, a, b in zip("hcnm", final, final_ref):
@@ -181,8 +166,8 @@ def test_step_under_autograd_matches_native():
 
         return run
 
-    h, final, grads = run_with_grads(as_step(tk.slstm_step), gates, recurrent, bias, init, mask)
-    h_ref, final_ref, grads_ref = run_with_grads(as_step(native.slstm_step), gates, recurrent, bias, init, mask)
+    h, final, grads = slstm_run_with_grads(as_step(tk.slstm_step), gates, recurrent, bias, init, mask)
+    h_ref, final_ref, grads_ref = slstm_run_with_grads(as_step(native.slstm_step), gates, recurrent, bias, init, mask)
     torch.testing.assert_close(h, h_ref, **TOL)
     for a, b in zip((*final, *grads), (*final_ref, *grads_ref)):
         torch.testing.assert_close(a, b, **TOL)
@@ -212,8 +197,8 @@ def test_gpu_benchmark_shape(NH, dtype):
     B, S, D = 16, 1024, 768
     gates, recurrent, bias, init = make_inputs(B=B, S=S, NH=NH, DH=D // NH, seed=12, dtype=dtype)
     # The reference runs in float32 on the same (possibly bf16-rounded) inputs.
-    h, final, grads = run_with_grads(tk.slstm_sequence, gates, recurrent, bias, init, None)
-    h_ref, final_ref, grads_ref = run_with_grads(
+    h, final, grads = slstm_run_with_grads(tk.slstm_sequence, gates, recurrent, bias, init, None)
+    h_ref, final_ref, grads_ref = slstm_run_with_grads(
         native.slstm_sequence, gates.float(), recurrent.float(), bias, init, None
     )
     # float32: the kernel's matmul is exact fp32 (no TF32), so only summation order differs; over 1024 steps
