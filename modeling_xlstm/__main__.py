@@ -16,9 +16,9 @@ import warnings
 from pathlib import Path
 
 from modeling_xlstm import __version__
+from modeling_xlstm.hub_configs import BUNDLED_MODEL, model_path
 
 PROG = "python -m modeling_xlstm"
-BUNDLED_MODEL = "xlstm-tiny-stdlib"
 DEFAULT_MAX_NEW_TOKENS = 128
 MAX_LISTED = 20  # tensors named in an error message about mismatched or missing weights
 WEIGHT_FILES = (
@@ -34,20 +34,12 @@ class CLIError(Exception):
 
 
 def bundled_model_dir() -> Path | None:
-    """The bundled xlstm-tiny-stdlib: package data of `modeling_xlstm.hub_configs` (the repository's hub_configs/,
-    mapped into the package by pyproject.toml), so found in a wheel install and in an editable one alike."""
+    """The bundled xlstm-tiny-stdlib: package data of `modeling_xlstm.hub_configs` (found alike in a wheel install
+    and in an editable one), or None when the installation lacks it."""
     try:
-        from modeling_xlstm.hub_configs import ROOT
-    except ImportError:  # an editable install made before hub_configs/ became part of the package
-        package_dir = Path(__file__).resolve().parent
-        roots = [parent / "hub_configs" for parent in (package_dir.parent, *package_dir.parents[1:3])]
-    else:
-        roots = [ROOT]
-    for root in roots:
-        candidate = root / BUNDLED_MODEL
-        if (candidate / "config.json").is_file():
-            return candidate
-    return None
+        return model_path(BUNDLED_MODEL)
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------------------------
