@@ -33,7 +33,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from .cache import XLSTMCache
 
 # "cache" from transformers 5.24 on, "past_key_values" before
-CACHE_NAME = "cache" if "cache" in {field.name for field in dataclasses.fields(BaseModelOutputWithPast)} else "past_key_values"
+_OUTPUT_FIELDS = {field.name for field in dataclasses.fields(BaseModelOutputWithPast)}
+CACHE_NAME = "cache" if "cache" in _OUTPUT_FIELDS else "past_key_values"
 OTHER_CACHE_NAME = "past_key_values" if CACHE_NAME == "cache" else "cache"
 CACHE_NAMES = ("cache", "past_key_values")
 

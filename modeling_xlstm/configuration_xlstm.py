@@ -141,7 +141,8 @@ class XLSTMConfig(PreTrainedConfig):
                 default = type(self).__dataclass_fields__[name].default
                 if getattr(self, name) not in (value, default):
                     raise ValueError(
-                        f"{name}={getattr(self, name)!r} and its alias {alias}={value!r} disagree; give only one of them."
+                        f"{name}={getattr(self, name)!r} and its alias {alias}={value!r} disagree; "
+                        "give only one of them."
                     )
                 setattr(self, name, value)
         if self.block_style not in BLOCK_STYLES:

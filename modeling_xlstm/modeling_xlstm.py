@@ -669,8 +669,8 @@ class XLSTMModel(XLSTMPreTrainedModel):
             if self.gradient_checkpointing and self.training:
                 raise ValueError(
                     "A cache cannot be carried through a forward with gradient checkpointing: the recomputation in "
-                    "the backward pass would read the already-updated state. Call model.activation_checkpointing_disable() "
-                    "for stateful training, or pass no cache."
+                    "the backward pass would read the already-updated state. Call "
+                    "model.activation_checkpointing_disable() for stateful training, or pass no cache."
                 )
             if not torch.compiler.is_compiling():
                 check_cache(cache, self.config, B)
@@ -678,7 +678,9 @@ class XLSTMModel(XLSTMPreTrainedModel):
             if use_cache is None:
                 use_cache = self.config.use_cache and not self.training
             if self.gradient_checkpointing and self.training and use_cache:
-                logger.warning_once("use_cache=True is incompatible with gradient checkpointing; setting use_cache=False.")
+                logger.warning_once(
+                    "use_cache=True is incompatible with gradient checkpointing; setting use_cache=False."
+                )
                 use_cache = False
             if use_cache:
                 cache = XLSTMCache(self.config)
@@ -721,7 +723,8 @@ class XLSTMModel(XLSTMPreTrainedModel):
 _LOSS_INPUTS = ("num_items_in_batch", "ignore_index", "shift_labels")
 
 
-def _check_no_unused_inputs(kwargs: dict, where: str) -> None:
+def _check_no_unused_inputs(kwargs: dict, where: str, also_reads: str = "") -> None:
+    """Refuse the keyword inputs that `where` got in `**kwargs` and does not use; `also_reads` names its own extras."""
     if kwargs.get("output_attentions"):
         raise ValueError(
             f"output_attentions=True was passed to {where}, but xLSTM blocks have no attention weights to return; "
@@ -732,8 +735,7 @@ def _check_no_unused_inputs(kwargs: dict, where: str) -> None:
         raise TypeError(
             f"{where} got inputs it does not use: {unused}. An xLSTM model reads input_ids (or inputs_embeds), "
             "attention_mask, cache (alias past_key_values), use_cache, output_hidden_states, return_dict"
-            + ", the packing inputs " + ", ".join(PACKING_INPUTS)
-            + (", labels, logits_to_keep and the loss options " + ", ".join(_LOSS_INPUTS) if "CausalLM" in where else "")
+            + ", the packing inputs " + ", ".join(PACKING_INPUTS) + also_reads
             + "; remove the others from the call (or from the batch your data collator builds)."
         )
 
@@ -886,7 +888,11 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
         """
         loss_kwargs = {key: kwargs.pop(key) for key in _LOSS_INPUTS if key in kwargs}
         packing = {key: kwargs.pop(key) for key in PACKING_INPUTS if key in kwargs}
-        _check_no_unused_inputs(kwargs, "XLSTMForCausalLM.forward")
+        _check_no_unused_inputs(
+            kwargs,
+            "XLSTMForCausalLM.forward",
+            ", labels, logits_to_keep and the loss options " + ", ".join(_LOSS_INPUTS),
+        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.backbone(
             input_ids=input_ids,
