@@ -83,7 +83,6 @@ def check_backend(backend: str) -> None:
         )
 
 
-@lru_cache(maxsize=None)
 def _kernels_for(backend: str, device_type: str) -> KernelSet:
     if backend == "native" or device_type != "cuda":
         return NATIVE_KERNELS
@@ -95,9 +94,17 @@ def _kernels_for(backend: str, device_type: str) -> KernelSet:
     return kernels
 
 
+# (backend, device type) -> kernel set; a plain dict rather than lru_cache, which torch.compile traces through with a
+# warning to the user
+_SELECTED: dict[tuple[str, str], KernelSet] = {}
+
+
 def select_kernels(backend: str, device: torch.device) -> KernelSet:
     """The kernel set for tensors on `device` under the configured `backend`."""
-    return _kernels_for(backend, device.type)
+    key = (backend, device.type)
+    if key not in _SELECTED:
+        _SELECTED[key] = _kernels_for(backend, device.type)
+    return _SELECTED[key]
 
 
 def mlstm_op(
@@ -123,14 +130,14 @@ def mlstm_op(
         keep = mask.unsqueeze(-1)
         i = i.masked_fill(~keep, float("-inf"))
         f = f.masked_fill(~keep, float("inf"))
+    kernels = select_kernels(backend, q.device)
+    S = q.shape[1]
+    if S == 1 and state is not None:  # decoding: the step reads [B, NH, ...] directly, no layout change
+        h, state = kernels.mlstm_step(q[:, 0], k[:, 0], v[:, 0], i[:, 0], f[:, 0], state, eps=eps)
+        return h.unsqueeze(1), state
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     i, f = i.transpose(1, 2), f.transpose(1, 2)
-    kernels = select_kernels(backend, q.device)
-    S = q.shape[2]
-    if S == 1 and state is not None:
-        h, state = kernels.mlstm_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0], state, eps=eps)
-        h = h.unsqueeze(2)
-    elif S <= chunk_size:
+    if S <= chunk_size:
         h, state = kernels.mlstm_parallel(q, k, v, i, f, state, eps=eps)
     else:
         h, state = kernels.mlstm_chunkwise(q, k, v, i, f, state, chunk_size=chunk_size, eps=eps)

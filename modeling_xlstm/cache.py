@@ -166,24 +166,34 @@ def _check_batch_size(cached_batch: int, batch_size: int) -> None:
         )
 
 
-def check_cache(cache: Cache, config, batch_size: int | None) -> None:
+def check_cache(cache: Cache, config, batch_size: int | None, expected: tuple[StateLayout, ...] | None = None) -> None:
     """Refuse, before any compute, a cache that was built for another model or another batch size.
 
     Checks the number of layers, their kind, and the shape of every state already held against what a model built
-    from `config` reads and writes.
+    from `config` reads and writes (`expected`: its `state_layouts`, computed from `config` when not given).
     """
     if not isinstance(cache, Cache):
         raise ValueError(
             "The cache must be a transformers Cache (e.g. XLSTMCache(model.config)), got "
             f"{type(cache).__name__}; tuples of tensors are not supported."
         )
-    expected = expected_state_shapes(config)
-    if isinstance(cache, XLSTMCache) and cache.state_shapes != expected:
-        raise ValueError(
-            "The cache passed to the model was built for another model (its state shapes differ from this "
-            "model's: different layer count, block kinds, heads or widths); create one for this model with "
-            "XLSTMCache(model.config), or pass none."
-        )
+    expected = expected if expected is not None else expected_state_shapes(config)
+    if isinstance(cache, XLSTMCache):
+        if cache.state_shapes != expected:
+            raise ValueError(
+                "The cache passed to the model was built for another model (its state shapes differ from this "
+                "model's: different layer count, block kinds, heads or widths); create one for this model with "
+                "XLSTMCache(model.config), or pass none."
+            )
+        # its shapes were checked through its signature, and only this model's forward writes its states, all
+        # layers at once: the first layer that holds a state tells the batch size of all
+        if batch_size is not None:
+            for layer_idx in range(len(cache.layers)):
+                state = cache.get_recurrent_state(layer_idx, 0)
+                if state is not None:
+                    _check_batch_size(state.shape[0], batch_size)
+                    break
+        return
     if len(cache.layers) != len(expected):
         raise ValueError(
             f"The cache passed to the model has {len(cache.layers)} layers but this model has {len(expected)} "
@@ -196,8 +206,6 @@ def check_cache(cache: Cache, config, batch_size: int | None) -> None:
         held = [tuple(state.shape) for state in states]
         if batch_size is not None:
             _check_batch_size(held[0][0], batch_size)
-        if isinstance(cache, XLSTMCache):
-            continue  # shapes were checked through its signature, and only this model's blocks write them
         conv = tuple(conv_state.shape[1:]) if conv_state is not None else None
         if [shape[1:] for shape in held] != list(state_shapes) or conv != conv_shape:
             raise ValueError(

@@ -54,7 +54,8 @@ def soft_cap(values: torch.Tensor, cap: float | None) -> torch.Tensor:
 
 class XLSTMNorm(nn.Module):
     """A norm over the last dimension with a per-channel weight and optional bias; statistics in float32 when
-    `force_float32` (under low-precision weights). Subclasses say how to normalize."""
+    `force_float32` (under low-precision weights). Subclasses say how to normalize, and may do a float32 input in one
+    fused torch op (`normalize_affine`)."""
 
     def __init__(self, dim: int, eps: float, use_bias: bool = False, force_float32: bool = True):
         super().__init__()
@@ -66,10 +67,15 @@ class XLSTMNorm(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def normalize_affine(self, x: torch.Tensor) -> torch.Tensor:
+        """normalize(x) * weight (+ bias), all in x's dtype."""
+        x = self.normalize(x) * self.weight
+        return x if self.bias is None else x + self.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        in_dtype = x.dtype
-        x = self.normalize(x.float() if self.force_float32 else x).to(in_dtype)
-        x = x * self.weight
+        if x.dtype == torch.float32 or not self.force_float32:
+            return self.normalize_affine(x)
+        x = self.normalize(x.float()).to(x.dtype) * self.weight
         return x if self.bias is None else x + self.bias
 
 
@@ -79,12 +85,19 @@ class XLSTMRMSNorm(XLSTMNorm):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
 
+    def normalize_affine(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+        return x if self.bias is None else x + self.bias
+
 
 class XLSTMLayerNorm(XLSTMNorm):
     """LayerNorm over the last dimension."""
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, x.shape[-1:], eps=self.eps)
+
+    def normalize_affine(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
 
 
 class XLSTMMultiHeadLayerNorm(XLSTMNorm):
@@ -186,14 +199,13 @@ class XLSTMLargeMLSTMLayer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None) -> torch.Tensor:
         B, S, _ = x.shape
         NH = self.config.num_heads
+        cap = self.config.gate_soft_cap
         if self.config.weight_mode == "single":
             q, k, v, o = self.q(x), self.k(x), self.v(x), self.ogate_preact(x)
-            i, f = self.igate_preact(x), self.fgate_preact(x)
+            i, f = soft_cap(self.igate_preact(x), cap), soft_cap(self.fgate_preact(x), cap)
         else:
             q, k, v, o = self.qkv_opreact(x).split([self.qk_dim, self.qk_dim, self.v_dim, self.v_dim], dim=-1)
-            i, f = self.ifgate_preact(x).split([NH, NH], dim=-1)
-        i = soft_cap(i, self.config.gate_soft_cap)
-        f = soft_cap(f, self.config.gate_soft_cap)
+            i, f = soft_cap(self.ifgate_preact(x), cap).split([NH, NH], dim=-1)
 
         _, state = read_layer_state(cache, self.layer_idx, batch_size=B)
         h, state = mlstm_op(
@@ -553,6 +565,8 @@ class XLSTMModel(XLSTMPreTrainedModel):
         self.embedding_dropout = nn.Dropout(config.dropout if config.embedding_dropout else 0.0)
         self.blocks = nn.ModuleList([XLSTMBlock(config, idx) for idx in range(config.num_hidden_layers)])
         self.out_norm = make_norm(config, config.hidden_size) if config.add_out_norm else nn.Identity()
+        # fixed by the weights' shapes; a cache passed to forward must hold these (checked per call)
+        self._state_layouts = state_layouts(config)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -673,7 +687,7 @@ class XLSTMModel(XLSTMPreTrainedModel):
                     "model.activation_checkpointing_disable() for stateful training, or pass no cache."
                 )
             if not torch.compiler.is_compiling():
-                check_cache(cache, self.config, B)
+                check_cache(cache, self.config, B, self._state_layouts)
         else:
             if use_cache is None:
                 use_cache = self.config.use_cache and not self.training

@@ -4,7 +4,7 @@ static-cache path compiles once, and bad inputs fail early with errors that say 
 
 import pytest
 import torch
-from helpers import build_tokenizer, generated_cache, randomize_, tiny_config
+from helpers import build_tokenizer, generated_cache, no_warnings_from_our_code, randomize_, tiny_config
 from transformers import (
     CompileConfig,
     DynamicCache,
@@ -300,7 +300,7 @@ def test_static_cache_compiled_decoding_compiles_once():
     # backend="eager": dynamo's tracing and guards (what decides recompiles) without inductor's C++ build time
     # a compile_config is enough on CPU too (transformers alone compiles on accelerators only)
     compile_config = CompileConfig(backend="eager", fullgraph=True, dynamic=False)
-    with torch._dynamo.config.patch(error_on_recompile=True):
+    with torch._dynamo.config.patch(error_on_recompile=True), no_warnings_from_our_code():
         with torch.no_grad():
             out = model.generate(
                 ids, max_new_tokens=10, do_sample=False, cache_implementation="static", compile_config=compile_config,

@@ -139,6 +139,9 @@ def test_mlstm_bf16_inputs_keep_float32_state():
     h, state = mlstm_chunkwise(q, k, v, i, f, chunk_size=4)
     assert h.dtype == torch.bfloat16
     assert all(s.dtype == torch.float32 for s in state)
+    h, state = mlstm_recurrent_step(q[..., 0, :], k[..., 0, :], v[..., 0, :], i[..., 0], f[..., 0], state)
+    assert h.dtype == torch.bfloat16
+    assert all(s.dtype == torch.float32 for s in state)
 
 
 # ---------------------------------------------------------------------------------------------------------------
