@@ -4,7 +4,9 @@ the competitor on the same architecture, in one run, native kernels, float32.
 - `cpu_train_tok_s_mlstm`: a small 7B-style all-mLSTM model vs transformers' `xLSTMForCausalLM` (mode "train",
   mlstm_kernels' native chunkwise kernel), on the same weights;
 - `cpu_train_tok_s_paper_slstm`: a paper-style model with two sLSTM blocks vs NX-AI's `xLSTMLMModel` with its
-  vanilla (PyTorch) sLSTM backend, same architecture.
+  vanilla (PyTorch) sLSTM backend, same architecture;
+- `cpu_train_mlstm_matmul_floor`: the mLSTM-only model's matmuls alone, forward and backward
+  (benchmarks/matmul_bound.py), beside transformers' xLSTM: the most any implementation could gain on it.
 
 The two sides alternate step by step and the medians are compared, so load from other processes hits both alike.
 
@@ -22,10 +24,16 @@ import transformers
 from tqdm import tqdm
 
 from benchmarks.competitors import nxai_paper_model, transformers_xlstm
+from benchmarks.matmul_bound import linear_layers_step
 from benchmarks.results import cpu_name, expect, record
 from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
 
 expect("cpu_train_tok_s_mlstm", "CPU training tokens/s (fwd+bwd+AdamW), 7B-style mLSTM-only, vs transformers' xLSTM")
+expect(
+    "cpu_train_mlstm_matmul_floor",
+    "CPU training, 7B-style mLSTM-only: the model's matmuls alone (fwd+bwd) vs transformers' xLSTM (bound of any "
+    "implementation)",
+)
 expect(
     "cpu_train_tok_s_paper_slstm",
     "CPU training tokens/s (fwd+bwd+AdamW), paper style with two sLSTM blocks, vs NX-AI's xLSTMLMModel (vanilla)",
@@ -50,16 +58,35 @@ def step_function(model, ids, logits_of):
 
 
 def compare(name: str, ours_step, theirs_step, steps: int, tokens: int, competitor: str, device: str, shape: str,
-            record_it: bool) -> None:
-    ours_step(), theirs_step()  # warm-up
-    times = {"ours": [], "theirs": []}
+            record_it: bool, floor_step=None) -> None:
+    """Median tokens/s of both steps, alternated; with `floor_step` (the model's matmuls alone, forward and
+    backward: benchmarks/matmul_bound.py) also the bound it puts on any implementation's ratio."""
+    sides = {"ours": ours_step, "theirs": theirs_step}
+    if floor_step is not None:
+        def timed_floor() -> float:
+            start = time.perf_counter()
+            floor_step()
+            return time.perf_counter() - start
+
+        sides["matmul_floor"] = timed_floor
+    for step in sides.values():  # warm-up
+        step()
+    times = {side: [] for side in sides}
     for _ in tqdm(range(steps), desc=name):
-        times["ours"].append(ours_step())
-        times["theirs"].append(theirs_step())
+        for side, step in sides.items():
+            times[side].append(step())
     ours, theirs = (tokens / statistics.median(times[side]) for side in ("ours", "theirs"))
     print(f"{name}: ours {ours:.0f} tok/s, theirs {theirs:.0f} tok/s, ratio {ours / theirs:.2f}")
     if record_it:
         record(name, round(ours, 1), round(theirs, 1), competitor, "tokens/s", "higher", device, shape)
+    if floor_step is not None:
+        floor = tokens / statistics.median(times["matmul_floor"])
+        print(f"{name}: the matmuls alone (forward and backward) run at {floor:.0f} tok/s: no implementation can be "
+              f"more than {floor / theirs:.2f}x faster than theirs")
+        if record_it:
+            record(name.replace("_tok_s", "") + "_matmul_floor", round(floor, 1), round(theirs, 1), competitor,
+                   "tokens/s (ours: the model's matmuls alone, forward and backward, a bound for any implementation)",
+                   "higher", device, shape)
 
 
 def main() -> None:
@@ -86,6 +113,7 @@ def main() -> None:
         args.steps, tokens,
         f"transformers {transformers.__version__} xLSTMForCausalLM (mode train, mlstm_kernels native chunkwise kernel)",
         device, shape + ", 7B style, mLSTM only", not args.no_record,
+        floor_step=linear_layers_step(ours, args.batch, args.seq_len, backward=True),
     )
 
     config = XLSTMConfig(**SIZES, block_style="paper", slstm_at=[1, 3], slstm_num_heads=4, backend="native",

@@ -1,0 +1,51 @@
+"""benchmarks/matmul_bound.py: the floor the CPU benchmarks report runs exactly the model's matmuls, once each.
+
+A floor that skipped a layer (or ran one twice, or at the wrong shape) would state a wrong bound on every ratio.
+"""
+
+import pytest
+import torch
+from helpers import tiny_config
+from torch import nn
+
+from benchmarks.matmul_bound import linear_layers_step
+from modeling_xlstm import XLSTMForCausalLM
+
+
+def record_linear_calls(model: nn.Module) -> tuple[list, list]:
+    calls = []
+    handles = [
+        module.register_forward_hook(lambda module, args, out: calls.append((module, tuple(args[0].shape))))
+        for module in model.modules()
+        if isinstance(module, nn.Linear)
+    ]
+    return calls, handles
+
+
+@pytest.mark.parametrize("style", ["large", "paper"])
+def test_floor_runs_each_linear_of_a_forward_once_at_its_shape(style):
+    model = XLSTMForCausalLM(tiny_config(style))
+    ids = torch.randint(0, model.config.vocab_size, (3, 5))
+    calls, handles = record_linear_calls(model)
+    with torch.no_grad():
+        model(ids, logits_to_keep=1)
+    in_forward = sorted((id(module), shape) for module, shape in calls)
+    calls.clear()
+    linear_layers_step(model, 3, 5, lm_head_positions=1)()
+    in_floor = sorted((id(module), shape) for module, shape in calls)
+    for handle in handles:
+        handle.remove()
+    assert in_floor == in_forward and len(in_floor) == sum(isinstance(m, nn.Linear) for m in model.modules())
+
+
+def test_floor_with_backward_computes_gradients_and_leaves_none_behind():
+    model = XLSTMForCausalLM(tiny_config("large"))
+    step = linear_layers_step(model, 2, 4, backward=True)
+    seen = []
+    hooks = [p.register_hook(lambda grad: seen.append(grad.shape)) for p in model.parameters() if p.ndim == 2]
+    step()
+    for hook in hooks:
+        hook.remove()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert len(seen) == len(linears)  # every weight gradient was computed
+    assert all(p.grad is None for p in model.parameters())  # and none left to accumulate across repeats
