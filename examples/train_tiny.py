@@ -10,16 +10,21 @@ What it does:
    by file into training and held-out files with a fixed hash of the file name (deterministic, no shuffling).
 2. Tokenizer: a byte-level BPE trained with the `tokenizers` library on the training files only.
 3. Three models with about the same parameter count, trained with `Trainer` on the same token budget (same
-   steps, batch size, sequence length, learning-rate schedule and data order):
+   steps, batch size, sequence length, learning-rate schedule and data order), and then each baseline again for
+   the training time the xLSTM took (equal wall-clock: its steps are the xLSTM's training seconds divided by the
+   baseline's own seconds per step in the equal-token run; the schedule is scaled to those steps):
    - `xlstm`: the paper-style xLSTM with sLSTM and mLSTM blocks (the bundled model),
    - `mlstm`: the same stack with mLSTM blocks only,
    - `gpt2`: a GPT-2-style transformer (`GPT2LMHeadModel`).
 4. Held-out bits per byte of each: the summed next-token NLL (nats) of every held-out token, each predicted
    from at most `--block-size` preceding tokens of its own file, divided by the number of UTF-8 bytes of the
    held-out files and by ln 2. The byte-level tokenizer round-trips every file exactly, so this is a fair
-   comparison between models (and tokenizers).
-5. Saves the xLSTM as a hub-ready folder (config.json, generation_config.json, model.safetensors, tokenizer
-   files, README.md model card with the measured numbers) and the baselines under `--work-dir`.
+   comparison between models (and tokenizers). Measured twice: on the held-out standard-library files, and on
+   Python code from outside the standard library (the installed `tqdm` and `packaging` packages, which
+   transformers depends on; their versions are recorded).
+5. Saves the xLSTM as a hub-ready folder (config.json, generation_config.json, model.safetensors stored in
+   `--save-dtype`, loaded in float32; tokenizer files; README.md model card with the measured numbers, those of
+   "this model" measured on the folder as saved) and the baselines under `--work-dir`.
 
 Before committing to a budget, time a few steps of each model and extrapolate:
 
@@ -59,6 +64,11 @@ from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
 REPO = Path(__file__).resolve().parent.parent
 EOS = "<|endoftext|>"
 MODEL_NAMES = ("xlstm", "mlstm", "gpt2")
+BASELINES = ("mlstm", "gpt2")
+SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Python code from outside the standard library for a second held-out figure: two pure-Python packages that
+# transformers itself depends on, so they are installed wherever this script runs
+EXTERNAL_PACKAGES = ("tqdm", "packaging")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,11 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size (incl. the EOS token)")
     parser.add_argument("--block-size", type=int, default=256, help="tokens per training sequence / eval context")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-steps", type=int, default=120, help="optimizer steps per model (the token budget)")
+    parser.add_argument("--max-steps", type=int, default=400, help="optimizer steps per model (the token budget)")
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--warmup-ratio", type=float, default=0.1)
     parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--hidden-size", type=int, default=128, help="width of all three models")
+    parser.add_argument("--hidden-size", type=int, default=192, help="width of all three models")
     parser.add_argument("--num-blocks", type=int, default=8, help="xLSTM blocks (both xLSTM models)")
     parser.add_argument("--slstm-at", type=int, nargs="+", default=[1], help="sLSTM block positions of `xlstm`")
     parser.add_argument("--gpt-layers", type=int, default=4, help="GPT-2 layers (chosen to match parameters)")
@@ -89,6 +99,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-threads", type=int, default=max(1, min(4, (os.cpu_count() or 1) // 2)),
                         help="torch CPU threads (on a busy 2-core machine 1 thread was 5x faster than 2: the small "
                         "ops of the recurrences suffer from thread synchronisation under contention)")
+    parser.add_argument("--wall-clock-baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
+                        help="baselines trained a second time for the xLSTM's training time (none: skip)")
+    parser.add_argument("--save-dtype", choices=sorted(SAVE_DTYPES), default="bfloat16",
+                        help="storage dtype of the saved xLSTM's weights (it loads and runs in float32)")
     parser.add_argument("--measure-steps", type=int, default=0,
                         help="only time this many training steps per model, extrapolate to --max-steps, and exit")
     parser.add_argument("--seed", type=int, default=0)
@@ -119,6 +133,23 @@ def read_stdlib(percent: int) -> tuple[dict[str, str], dict[str, str], Path]:
     if not train or not held_out:
         raise SystemExit(f"error: found no usable *.py files in {root} for one of the splits")
     return train, held_out, root
+
+
+def read_external_code() -> tuple[dict[str, str], dict[str, str]]:
+    """The `*.py` files of the installed EXTERNAL_PACKAGES ({package/path: text}) and their versions."""
+    from importlib import metadata
+
+    texts, versions = {}, {}
+    for package in EXTERNAL_PACKAGES:
+        distribution = metadata.distribution(package)
+        versions[package] = distribution.version
+        for file in sorted(str(f) for f in distribution.files or () if str(f).endswith(".py")):
+            text = Path(distribution.locate_file(file)).read_text(encoding="utf-8")
+            if text:
+                texts[file] = text
+    if not texts:
+        raise SystemExit(f"error: found no Python files of {', '.join(EXTERNAL_PACKAGES)}")
+    return texts, versions
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -289,36 +320,52 @@ def training_arguments(args: argparse.Namespace, name: str, max_steps: int) -> T
 # --------------------------------------------------------------------------------------------------------------
 
 
+LABELS = {"xlstm": "xLSTM (sLSTM + mLSTM), this model", "mlstm": "xLSTM, mLSTM blocks only", "gpt2": "GPT-2"}
+
+
 def model_card(info: dict) -> str:
     results = info["results"]
-    rows = []
-    best_bpb = min(r["bits_per_byte"] for r in results.values())
-    for name in MODEL_NAMES:
-        if name not in results:
-            continue
-        r = results[name]
-        bpb = f"{r['bits_per_byte']:.4f}"
-        if r["bits_per_byte"] == best_bpb:
-            bpb = f"**{bpb}**"
-        rows.append(
-            f"| {r['label']} | {r['parameters']:,} | {r['non_embedding_parameters']:,} | {bpb} | "
-            f"{r['bits_per_token']:.3f} | {r['train_seconds'] / 60:.1f} min |"
-        )
-    ranking = sorted(results, key=lambda n: results[n]["bits_per_byte"])
-    best = results[ranking[0]]
+    shipped = results["xlstm"]["shipped_eval"]
+
+    def bpb(figures: dict, set_name: str, best: float) -> str:
+        text = f"{figures[set_name]['bits_per_byte']:.4f}"
+        return f"**{text}**" if figures[set_name]["bits_per_byte"] == best else text
+
+    def table(names: list[str], size_columns: tuple[str, str]) -> str:
+        """One row per model: two size columns (parameters, or steps and tokens), then the measured figures."""
+        evals = {n: shipped if n == "xlstm" else results[n]["eval"] for n in names}
+        best = {s: min(e[s]["bits_per_byte"] for e in evals.values()) for s in ("stdlib", "external")}
+        rows = [f"| model | {' | '.join(size_columns)} | held-out stdlib bits/byte | bits/token | outside code "
+                "bits/byte | training time |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for n in names:
+            r, e = results[n], evals[n]
+            sizes = (r["parameters"], r["non_embedding_parameters"]) if size_columns[0] == "parameters" else \
+                (r["steps"], r["tokens"])
+            first = f"{sizes[0]:,} | {sizes[1]:,}"
+            rows.append(f"| {LABELS[n.removesuffix('_wall_clock')]} | {first} | {bpb(e, 'stdlib', best['stdlib'])} | "
+                        f"{e['stdlib']['bits_per_token']:.3f} | {bpb(e, 'external', best['external'])} | "
+                        f"{r['train_seconds'] / 60:.1f} min |")
+        return "\n".join(rows)
+
+    equal_tokens = [n for n in MODEL_NAMES if n in results]
+    equal_time = ["xlstm"] + [n for n in results if n.endswith("_wall_clock")]
+    ranking = sorted(equal_tokens, key=lambda n: (shipped if n == "xlstm" else results[n]["eval"])["stdlib"][
+        "bits_per_byte"])
     if ranking[0] == "xlstm":
-        verdict = "The sLSTM + mLSTM xLSTM has the lowest held-out bits per byte of the three in this run."
+        verdict = "At equal tokens the sLSTM + mLSTM xLSTM has the lowest held-out standard-library bits per byte."
     else:
-        verdict = (
-            f"In this run the {best['label']} baseline has the lowest held-out bits per byte "
-            f"({best['bits_per_byte']:.4f} vs {results['xlstm']['bits_per_byte']:.4f} for this model); "
-            "this card reports the numbers as measured."
-        )
+        verdict = (f"At equal tokens the {LABELS[ranking[0]]} baseline has the lowest held-out standard-library bits "
+                   "per byte; this card reports the numbers as measured.")
+    not_run = [LABELS[n] for n in BASELINES if n in results and f"{n}_wall_clock" not in results]
+    wall_clock_note = (f" Not trained at equal wall-clock in this run: {', '.join(not_run)}." if not_run else "")
     d = info["data"]
     split_rule = f"crc32(file name) % 100 < {info['held_out_percent']}"
     train_bpt = d["train_bytes"] / d["train_tokens"]
     held_out_bpt = d["held_out_bytes"] / d["held_out_tokens"]
+    external_bpt = d["external_bytes"] / d["external_tokens"]
+    external = ", ".join(f"`{name}` {version}" for name, version in d["external_packages"].items())
     epochs = info["token_budget"] / d["train_tokens"]
+    trained_bpb = results["xlstm"]["eval"]["stdlib"]["bits_per_byte"]
     baselines = {name: results[name]["architecture"] if name in results else "not trained" for name in MODEL_NAMES}
     return f"""---
 library_name: transformers
@@ -355,7 +402,7 @@ ids = tokenizer("def fibonacci(n):", return_tensors="pt").input_ids
 print(tokenizer.decode(model.generate(ids, max_new_tokens=40, do_sample=False)[0], skip_special_tokens=True))
 ```
 
-Greedy continuation of `def fibonacci(n):` (40 new tokens), as produced at the end of training:
+Greedy continuation of `def fibonacci(n):` (40 new tokens) by this folder's weights:
 
 ```python
 {info['sample']}
@@ -363,21 +410,29 @@ Greedy continuation of `def fibonacci(n):` (40 new tokens), as produced at the e
 
 ## Results: held-out bits per byte
 
-Three models trained by the same script with the same data, data order, token budget
-({info['token_budget']:,} tokens), optimiser and schedule, and about the same parameter count:
+Three models trained by the same script with the same data, data order, optimiser and schedule, and about the
+same parameter count. At equal tokens ({info['token_budget']:,} tokens, {info['max_steps']} steps each):
 
-| model | parameters | non-embedding | held-out bits/byte | bits/token | training time |
-|---|---:|---:|---:|---:|---:|
-{chr(10).join(rows)}
+{table(equal_tokens, ("parameters", "non-embedding"))}
 
 {verdict}
 
-Bits per byte = (summed next-token negative log-likelihood in nats over all {d['held_out_tokens']:,} held-out
-tokens) / ({d['held_out_bytes']:,} UTF-8 bytes of the held-out files) / ln 2. Every token of a held-out file is
-predicted from at most {info['block_size']} preceding tokens of the same file (files are cut into windows of
-{info['block_size']} tokens; the context restarts at each window), identically for the three models. Lower is
-better. One run with one seed; the spread across seeds was not measured, so read differences of a
-few hundredths as unresolved.
+At equal wall-clock: each baseline trained again, from the same seed, for as many steps as fit in the xLSTM's
+training time at its own speed in the equal-token run (the learning-rate schedule scaled to those steps):
+
+{table(equal_time, ("steps", "tokens"))}
+{wall_clock_note}
+The figures of this model are those of the weights as stored here ({info['save_dtype']}, loaded in float32);
+the float32 weights at the end of training scored {trained_bpb:.4f} on the standard library.
+
+Bits per byte = (summed next-token negative log-likelihood in nats over all tokens of a held-out set) /
+(UTF-8 bytes of its files) / ln 2. Two held-out sets: {d['held_out_files']} standard-library files never seen in
+training ({d['held_out_bytes']:,} bytes, {d['held_out_tokens']:,} tokens), and Python code from outside the
+standard library: the {d['external_files']} `*.py` files of the installed {external} ({d['external_bytes']:,}
+bytes, {d['external_tokens']:,} tokens), the same files for every model. Every token is predicted from at most
+{info['block_size']} preceding tokens of the same file (files are cut into windows of {info['block_size']} tokens;
+the context restarts at each window), identically for all models. Lower is better. One run with one seed; the
+spread across seeds was not measured, so read differences of a few hundredths as unresolved.
 
 ## Training setup
 
@@ -388,14 +443,16 @@ few hundredths as unresolved.
   by the tokenizer or the models in training: {', '.join(d['held_out_names'])}.
 - Tokenizer: byte-level BPE trained with the `tokenizers` library on the training files only, vocabulary
   {info['vocab_size']:,} (one special token `{EOS}`, used as document separator, BOS, EOS and padding).
-  {train_bpt:.2f} bytes per token on the training files, {held_out_bpt:.2f} on the held-out files.
+  {train_bpt:.2f} bytes per token on the training files, {held_out_bpt:.2f} on the held-out files,
+  {external_bpt:.2f} on the outside code.
 - This model: {baselines['xlstm']}.
 - mLSTM-only baseline: {baselines['mlstm']}.
 - GPT-2 baseline: {baselines['gpt2']}.
-- Training (`transformers.Trainer`, identical for all three): {info['max_steps']} steps of
+- Training (`transformers.Trainer`, identical for all models): {info['max_steps']} steps of
   {info['batch_size']} x {info['block_size']} tokens = {info['token_budget']:,} tokens
-  ({epochs:.2f} epochs of the training stream), AdamW (beta2 0.95, weight decay {info['weight_decay']}), peak
-  learning rate {info['learning_rate']}, linear warm-up over {info['warmup_steps']} steps, then cosine decay,
+  ({epochs:.2f} epochs of the training stream) at equal tokens, AdamW (beta2 0.95, weight decay
+  {info['weight_decay']}), peak learning rate {info['learning_rate']}, linear warm-up over the first
+  {info['warmup_ratio']:.0%} of the steps, then cosine decay,
   gradient clipping 1.0, float32, seed {info['seed']}. No tuning per model.
 - Hardware: {info['hardware']}, torch threads: {info['num_threads']}, shared with other jobs (times are indicative).
 - Total wall time of the script: {info['wall_minutes']:.1f} min. Date: {info['date']}.
@@ -404,7 +461,8 @@ few hundredths as unresolved.
 ## Files
 
 `config.json` (`model_type: xlstm_stack`, loaded after `import modeling_xlstm`), `generation_config.json`,
-`model.safetensors` (float32), `tokenizer.json` + `tokenizer_config.json`. For `trust_remote_code=True`, export a
+`model.safetensors` ({info['save_dtype']}; `config.json` says float32, so the weights are upcast on load),
+`tokenizer.json` + `tokenizer_config.json`. For `trust_remote_code=True`, export a
 copy first: `python -m modeling_xlstm.hub_configs export xlstm-tiny-stdlib OUT` writes the remote code and
 `auto_map` there.
 """
@@ -437,6 +495,51 @@ def measure(args, train_set, tokenizer) -> None:
     print(f"all models: about {total / 60:.1f} min of training for {args.max_steps} steps each (plus evaluation)")
 
 
+def evaluate(model, eval_sets: dict, args, pad_id: int, name: str) -> dict:
+    """Held-out bits per byte (and bits per token) of `model` on each evaluation set."""
+    figures = {}
+    for set_name, (windows, num_bytes, num_tokens) in eval_sets.items():
+        nll, count = held_out_nll(model, windows, args.eval_batch_size, pad_id, f"eval {name} on {set_name}")
+        assert count == num_tokens, (count, num_tokens)
+        figures[set_name] = {
+            "nll_nats": nll,
+            "bits_per_token": nll / count / math.log(2),
+            "bits_per_byte": nll / num_bytes / math.log(2),
+        }
+    return figures
+
+
+def train_and_evaluate(name: str, max_steps: int, args, tokenizer, train_set, eval_sets: dict):
+    """Train one model from the same seed for `max_steps` steps; (result dict, trained model)."""
+    torch.manual_seed(args.seed)
+    model = build_model(name, args, tokenizer)
+    parameters, non_embedding = count_parameters(model)
+    print(f"\n=== {name}, {max_steps} steps: {parameters:,} parameters ({non_embedding:,} non-embedding) ===")
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(args, name, max_steps),
+        train_dataset=train_set,
+        data_collator=collate,
+    )
+    start = time.perf_counter()
+    train_output = trainer.train()
+    train_seconds = time.perf_counter() - start
+    figures = evaluate(model, eval_sets, args, tokenizer.pad_token_id, name)
+    result = {
+        "architecture": describe(model),
+        "parameters": parameters,
+        "non_embedding_parameters": non_embedding,
+        "steps": max_steps,
+        "tokens": max_steps * args.batch_size * args.block_size,
+        "train_loss": train_output.training_loss,
+        "train_seconds": train_seconds,
+        "eval": figures,
+    }
+    print(f"{name}: held-out {figures['stdlib']['bits_per_byte']:.4f} bits/byte on the standard library, "
+          f"{figures['external']['bits_per_byte']:.4f} on outside code; trained in {train_seconds / 60:.1f} min")
+    return result, model
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     wall_start = time.perf_counter()
@@ -444,14 +547,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
 
     train_texts, held_out_texts, stdlib = read_stdlib(args.held_out_percent)
+    external_texts, external_versions = read_external_code()
     tokenizer = train_tokenizer(list(train_texts.values()), args.vocab_size)
     train_files = encode_files(tokenizer, list(train_texts.values()))
     held_out_files = encode_files(tokenizer, list(held_out_texts.values()))
-    for name, text in held_out_texts.items():  # bits/byte needs an exact round trip
+    external_files = encode_files(tokenizer, list(external_texts.values()))
+    for name, text in {**held_out_texts, **external_texts}.items():  # bits/byte needs an exact round trip
         if tokenizer.decode(tokenizer(text, add_special_tokens=False).input_ids) != text:
             raise SystemExit(f"error: the tokenizer does not round-trip {name}")
     train_set = training_blocks(train_files, args.block_size)
-    windows = eval_windows(held_out_files, args.block_size)
     data = {
         "python_version": platform.python_version(),
         "stdlib": str(stdlib),
@@ -462,11 +566,20 @@ def main(argv: list[str] | None = None) -> None:
         "held_out_bytes": sum(len(t.encode("utf-8")) for t in held_out_texts.values()),
         "train_tokens": sum(len(ids) for ids in train_files),
         "held_out_tokens": sum(len(ids) - 1 for ids in held_out_files),
+        "external_packages": external_versions,
+        "external_files": len(external_texts),
+        "external_bytes": sum(len(t.encode("utf-8")) for t in external_texts.values()),
+        "external_tokens": sum(len(ids) - 1 for ids in external_files),
+    }
+    eval_sets = {
+        "stdlib": (eval_windows(held_out_files, args.block_size), data["held_out_bytes"], data["held_out_tokens"]),
+        "external": (eval_windows(external_files, args.block_size), data["external_bytes"], data["external_tokens"]),
     }
     print(
         f"{data['train_files']} training files ({data['train_bytes']:,} bytes, {data['train_tokens']:,} tokens, "
         f"{len(train_set)} blocks of {args.block_size}); {data['held_out_files']} held-out files "
-        f"({data['held_out_bytes']:,} bytes, {data['held_out_tokens']:,} tokens)"
+        f"({data['held_out_bytes']:,} bytes, {data['held_out_tokens']:,} tokens); {data['external_files']} files of "
+        f"{', '.join(EXTERNAL_PACKAGES)} ({data['external_bytes']:,} bytes, {data['external_tokens']:,} tokens)"
     )
     if args.measure_steps:
         measure(args, train_set, tokenizer)
@@ -478,53 +591,35 @@ def main(argv: list[str] | None = None) -> None:
     work_dir = Path(args.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     results, trained = {}, {}
-    labels = {"xlstm": "xLSTM (sLSTM + mLSTM), this model", "mlstm": "xLSTM, mLSTM blocks only", "gpt2": "GPT-2"}
-    for name in args.models:
-        torch.manual_seed(args.seed)
-        model = build_model(name, args, tokenizer)
-        parameters, non_embedding = count_parameters(model)
-        print(f"\n=== {name}: {parameters:,} parameters ({non_embedding:,} non-embedding) ===")
-        trainer = Trainer(
-            model=model,
-            args=training_arguments(args, name, args.max_steps),
-            train_dataset=train_set,
-            data_collator=collate,
-        )
-        start = time.perf_counter()
-        train_output = trainer.train()
-        train_seconds = time.perf_counter() - start
-        nll, count = held_out_nll(model, windows, args.eval_batch_size, tokenizer.pad_token_id, f"eval {name}")
-        assert count == data["held_out_tokens"], (count, data["held_out_tokens"])
-        results[name] = {
-            "label": labels[name],
-            "architecture": describe(model),
-            "parameters": parameters,
-            "non_embedding_parameters": non_embedding,
-            "train_loss": train_output.training_loss,
-            "train_seconds": train_seconds,
-            "held_out_nll_nats": nll,
-            "held_out_tokens": count,
-            "bits_per_token": nll / count / math.log(2),
-            "bits_per_byte": nll / data["held_out_bytes"] / math.log(2),
-        }
-        print(f"{name}: held-out {results[name]['bits_per_byte']:.4f} bits/byte "
-              f"({results[name]['bits_per_token']:.3f} bits/token), trained in {train_seconds / 60:.1f} min")
-        model.save_pretrained(work_dir / name)
-        trained[name] = model
+
+    def save_results() -> None:
         (work_dir / "results.json").write_text(json.dumps({"data": data, "results": results}, indent=2))
 
-    print("\nheld-out bits per byte:")
+    for name in args.models:  # equal tokens
+        results[name], trained[name] = train_and_evaluate(name, args.max_steps, args, tokenizer, train_set, eval_sets)
+        trained[name].save_pretrained(work_dir / name)
+        save_results()
+    if "xlstm" in results:  # equal wall-clock: as many steps as fit in the xLSTM's training time
+        for name in (n for n in args.wall_clock_baselines if n in results):
+            seconds_per_step = results[name]["train_seconds"] / args.max_steps
+            steps = max(1, round(results["xlstm"]["train_seconds"] / seconds_per_step))
+            if steps == args.max_steps:  # the equal-token run already is the equal-time run
+                results[f"{name}_wall_clock"] = results[name]
+                continue
+            results[f"{name}_wall_clock"], model = train_and_evaluate(
+                name, steps, args, tokenizer, train_set, eval_sets
+            )
+            model.save_pretrained(work_dir / f"{name}_wall_clock")
+            save_results()
+
+    print("\nheld-out bits per byte (standard library / outside code):")
     for name, r in results.items():
-        print(f"  {name:<6} {r['bits_per_byte']:.4f}  ({r['parameters']:,} parameters)")
+        print(f"  {name:<17} {r['eval']['stdlib']['bits_per_byte']:.4f} / {r['eval']['external']['bits_per_byte']:.4f}"
+              f"  ({r['parameters']:,} parameters, {r['steps']} steps, {r['train_seconds'] / 60:.1f} min)")
     if "xlstm" not in trained:
         return
 
     model = trained["xlstm"]
-    prompt = tokenizer("def fibonacci(n):", return_tensors="pt").input_ids
-    with torch.inference_mode():
-        output = model.generate(prompt, max_new_tokens=40, do_sample=False)
-    sample = tokenizer.decode(output[0], skip_special_tokens=True)
-
     out = Path(args.output_dir)
     if out.exists():
         shutil.rmtree(out)
@@ -542,8 +637,21 @@ def main(argv: list[str] | None = None) -> None:
         top_k=40,
         top_p=0.95,
     )
-    model.save_pretrained(out)
+    model.to(SAVE_DTYPES[args.save_dtype]).save_pretrained(out)
+    # the weights are stored in --save-dtype, the model computes in float32: from_pretrained upcasts them on load
+    config_file = out / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "dtype": "float32"}, indent=2) + "\n")
     tokenizer.save_pretrained(out)  # no remote code here: `python -m modeling_xlstm.hub_configs export` writes it
+
+    # every figure of "this model" is measured on the folder as saved (weights rounded to --save-dtype)
+    shipped = XLSTMForCausalLM.from_pretrained(out)
+    assert shipped.dtype == torch.float32, shipped.dtype
+    results["xlstm"]["shipped_eval"] = evaluate(shipped, eval_sets, args, tokenizer.pad_token_id, "saved xlstm")
+    prompt = tokenizer("def fibonacci(n):", return_tensors="pt").input_ids
+    with torch.inference_mode():
+        output = shipped.generate(prompt, max_new_tokens=40, do_sample=False)
+    sample = tokenizer.decode(output[0], skip_special_tokens=True)
+
     info = {
         "results": results,
         "data": data,
@@ -552,11 +660,12 @@ def main(argv: list[str] | None = None) -> None:
         "block_size": args.block_size,
         "batch_size": args.batch_size,
         "max_steps": args.max_steps,
-        "warmup_steps": max(1, int(args.warmup_ratio * args.max_steps)),
+        "warmup_ratio": args.warmup_ratio,
         "learning_rate": args.learning_rate,
         "weight_decay": args.weight_decay,
         "vocab_size": len(tokenizer),
         "held_out_percent": args.held_out_percent,
+        "save_dtype": args.save_dtype,
         "seed": args.seed,
         "num_threads": args.num_threads,
         "hardware": f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
@@ -567,7 +676,7 @@ def main(argv: list[str] | None = None) -> None:
         "transformers_version": __import__("transformers").__version__,
     }
     (out / "README.md").write_text(model_card(info))
-    (work_dir / "results.json").write_text(json.dumps({k: v for k, v in info.items()}, indent=2))
+    (work_dir / "results.json").write_text(json.dumps(info, indent=2))
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"\nwrote {out} ({size / 1e6:.2f} MB) in {info['wall_minutes']:.1f} min")
 
