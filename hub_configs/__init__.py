@@ -7,7 +7,7 @@ files as package data), so the same folders are found in a source checkout and i
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from modeling_xlstm.hub_configs import model_path
 
-    model = AutoModelForCausalLM.from_pretrained(model_path("xlstm-tiny-stdlib"))   # trained, 8 MB
+    model = AutoModelForCausalLM.from_pretrained(model_path("xlstm-tiny-stdlib"))   # trained, 7 MB
     tokenizer = AutoTokenizer.from_pretrained(model_path("xlstm-tiny-stdlib"))
     config = AutoConfig.from_pretrained(model_path("xlstm-7b"))                     # config only
 
