@@ -99,14 +99,14 @@ def _mlstm_chunk(
 
 
 def _prepare(q, k, v, i, f, state):
+    """Inputs and state in the compute dtype; the empty state for None. q: [B, NH, (S,) DHQK] (a sequence or a step)."""
     dtype = _compute_dtype(v.dtype)
-    B, NH, _, DHQK = q.shape
-    DHV = v.shape[-1]
     if state is None:
-        state = mlstm_zero_state(B, NH, DHQK, DHV, device=q.device, dtype=dtype)
+        (B, NH), DHQK = q.shape[:2], q.shape[-1]
+        state = mlstm_zero_state(B, NH, DHQK, v.shape[-1], device=q.device, dtype=dtype)
     else:
-        state = tuple(s.to(dtype) for s in state)
-    return (q.to(dtype), k.to(dtype), v.to(dtype), i.to(dtype), f.to(dtype)), state
+        state = tuple(_as_dtype(s, dtype) for s in state)
+    return tuple(_as_dtype(t, dtype) for t in (q, k, v, i, f)), state
 
 
 def mlstm_parallel(
@@ -170,12 +170,8 @@ def mlstm_recurrent_step(
     Written with as few tensor ops as the math allows: in a small model's decode step, each op costs more in
     dispatch than in arithmetic.
     """
-    out_dtype, dtype = v.dtype, _compute_dtype(v.dtype)
-    B, NH, DHQK = q.shape
-    if state is None:
-        state = mlstm_zero_state(B, NH, DHQK, v.shape[-1], device=q.device, dtype=dtype)
-    c, n, m = (_as_dtype(s, dtype) for s in state)
-    q, k, v, i, f = (_as_dtype(t, dtype) for t in (q, k, v, i, f))
+    out_dtype, DHQK = v.dtype, q.shape[-1]
+    (q, k, v, i, f), (c, n, m) = _prepare(q, k, v, i, f, state)
     log_f_plus_m = F.logsigmoid(f).unsqueeze(-1) + m  # [B, NH, 1]
     i = i.unsqueeze(-1)
     m_new = torch.maximum(log_f_plus_m, i)
