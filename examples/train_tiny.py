@@ -327,13 +327,17 @@ def model_card(info: dict) -> str:
     results = info["results"]
     shipped = results["xlstm"]["shipped_eval"]
 
+    def evaluation(name: str) -> dict:
+        """The figures a table shows for a model: for this model, those of the folder as saved."""
+        return shipped if name == "xlstm" else results[name]["eval"]
+
     def bpb(figures: dict, set_name: str, best: float) -> str:
         text = f"{figures[set_name]['bits_per_byte']:.4f}"
         return f"**{text}**" if figures[set_name]["bits_per_byte"] == best else text
 
     def table(names: list[str], size_columns: tuple[str, str]) -> str:
         """One row per model: two size columns (parameters, or steps and tokens), then the measured figures."""
-        evals = {n: shipped if n == "xlstm" else results[n]["eval"] for n in names}
+        evals = {n: evaluation(n) for n in names}
         best = {s: min(e[s]["bits_per_byte"] for e in evals.values()) for s in ("stdlib", "external")}
         rows = [f"| model | {' | '.join(size_columns)} | held-out stdlib bits/byte | bits/token | outside code "
                 "bits/byte | training time |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -349,8 +353,7 @@ def model_card(info: dict) -> str:
 
     equal_tokens = [n for n in MODEL_NAMES if n in results]
     equal_time = ["xlstm"] + [n for n in results if n.endswith("_wall_clock")]
-    ranking = sorted(equal_tokens, key=lambda n: (shipped if n == "xlstm" else results[n]["eval"])["stdlib"][
-        "bits_per_byte"])
+    ranking = sorted(equal_tokens, key=lambda n: evaluation(n)["stdlib"]["bits_per_byte"])
     if ranking[0] == "xlstm":
         verdict = "At equal tokens the sLSTM + mLSTM xLSTM has the lowest held-out standard-library bits per byte."
     else:
