@@ -54,7 +54,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from benchmarks.competitors import THEIR_NATIVE_KERNELS, probe_their_kernels, transformers_xlstm
+from benchmarks.competitors import THEIR_NATIVE_KERNELS, probe_their_kernels, their_cache_keyword, transformers_xlstm
 from benchmarks.isolated import measure_isolated, write_child_result
 from benchmarks.results import child_timeout, cpu_name, dry_run_figure, expect, record, record_skip
 
@@ -202,6 +202,7 @@ class Theirs:
     def __init__(self, model):
         self.model = model
         self.caches = {}
+        self.cache_keyword = their_cache_keyword(model)  # the model's and its backbone's
 
     def cache(self, batch: int):
         from transformers.models.xlstm.modeling_xlstm import xLSTMCache
@@ -223,13 +224,14 @@ class Theirs:
         return soft_cap(logits, self.model.config.output_logit_soft_cap)
 
     def prefill(self, ids, cache):
-        return self._last_logits(self.model.backbone(ids, cache_params=cache, use_cache=True).last_hidden_state)
+        hidden = self.model.backbone(ids, **{self.cache_keyword: cache}, use_cache=True).last_hidden_state
+        return self._last_logits(hidden)
 
     def first_token_logits(self, ids):
         return self._last_logits(self.model.backbone(ids, use_cache=True).last_hidden_state)
 
     def step_logits(self, token, cache):
-        return self.model(token, cache_params=cache, use_cache=True).logits[:, -1]
+        return self.model(token, **{self.cache_keyword: cache}, use_cache=True).logits[:, -1]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -651,6 +653,9 @@ def run(args, bandwidth: dict | None = None) -> dict:
     ours = Ours(ours_model)
     ours_logits = check_logits(ours, vocab, device)
     ours_results = measure_side(ours, cfg, vocab)
+    for name, entry in ours_results.items():  # in the log before theirs run, whatever becomes of that
+        measured = {key: entry[key] for key in ("tok_s", "ms", "modes", "peak_gb") if key in entry}
+        print(f"ours, {name}: {measured}", flush=True)
     config_text = (f"{'small 7B-style' if args.small else '7B'} config ({ours_model.config.num_hidden_layers} blocks, "
                    f"hidden {ours_model.config.hidden_size}), {str(cfg.dtype).removeprefix('torch.')}, random "
                    f"weights, ours {'fused' if not args.no_fuse else 'single'} projections")

@@ -28,6 +28,14 @@ THEIR_NATIVE_KERNELS = tuple(NATIVE_KERNELS.values())  # chunkwise, sequence, st
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def their_cache_keyword(model) -> str:
+    """The keyword that hands a cache to transformers' xLSTM (model or backbone): `cache` from 5.24 on
+    (`cache_params` there logs a deprecation), `cache_params` before. Also the name of the output's cache field."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "cache_params"
+
+
 def _kernel_settings(kernels: tuple[str, str, str]) -> dict[str, str]:
     chunkwise, sequence, step = kernels
     return dict(chunkwise_kernel=chunkwise, sequence_kernel=sequence, step_kernel=step)
@@ -128,8 +136,9 @@ def probe_their_kernels(theirs, device, vocab: int) -> tuple[str, str | None]:
     try:
         set_their_kernels(theirs, THEIR_TRITON_KERNELS)
         with torch.no_grad():
+            keyword = their_cache_keyword(theirs.backbone)
             out = theirs.backbone(ids, use_cache=True)
-            theirs.backbone(ids[:, :1], cache_params=out.cache_params, use_cache=True)
+            theirs.backbone(ids[:, :1], **{keyword: getattr(out, keyword)}, use_cache=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return " / ".join(THEIR_TRITON_KERNELS), None

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent  # the child runs here, so that `benchmarks` is importable
@@ -91,13 +92,20 @@ def run_child(module: str, args: list[str], timeout: float, extra_env: dict | No
 def measure_isolated(module: str, args: list[str], timeout: float = 600) -> tuple[dict | None, str | None, str]:
     """Run the child; after a death by signal, once more with the LLVM workaround.
 
+    `timeout` bounds both runs together: the GPU suite gives the child the time left before its step's deadline,
+    and a retry that started the clock afresh would run past it and take the step's own figures with it.
+
     Returns (measurements or None, why they are missing or None, a note for the competitor label: "" normally,
     LLVM_WORKAROUND_NOTE when the workaround was needed)."""
+    deadline = time.monotonic() + timeout
     result, failure = run_child(module, args, timeout)
     if result is not None or "killed by" not in (failure or ""):
         return result, failure, ""
-    print(f"competitor child crashed ({failure}); retrying with {LLVM_WORKAROUND_ENV}", flush=True)
-    retry, retry_failure = run_child(module, args, timeout, LLVM_WORKAROUND_ENV)
+    left = deadline - time.monotonic()
+    if left < 1:
+        return None, f"{failure}; no time left to retry with {LLVM_WORKAROUND_ENV}", ""
+    print(f"competitor child crashed ({failure}); retrying with {LLVM_WORKAROUND_ENV} ({left:.0f} s left)", flush=True)
+    retry, retry_failure = run_child(module, args, left, LLVM_WORKAROUND_ENV)
     if retry is None:
         return None, f"{failure}; with {LLVM_WORKAROUND_ENV}: {retry_failure}", ""
     return retry, None, LLVM_WORKAROUND_NOTE.format(triton=_triton_version())

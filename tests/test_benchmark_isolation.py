@@ -7,6 +7,7 @@ lie in a scratch folder put on the children's PYTHONPATH.
 """
 
 import os
+import re
 
 import pytest
 
@@ -68,3 +69,17 @@ def test_python_error_is_not_retried_and_names_the_error(child):
     assert result is None
     assert "exited with status 1" in failure and "their kernel needs a GPU" in failure
     assert "DISABLE_LLVM_OPT" not in failure
+
+
+def test_retry_gets_only_the_time_left(child, tmp_path):
+    """The timeout covers the crashed run and the retry together: on the H200 the retry of a crashed TFLA child got
+    the whole timeout again, ran past the GPU suite's step deadline, and the step was killed with our own figures."""
+    (tmp_path / "isolated_slow_abort.py").write_text(
+        "import os, time\ntime.sleep(1.5)\nif os.environ.get('DISABLE_LLVM_OPT') != '1':\n    os.abort()\n"
+        "time.sleep(60)\n"
+    )
+    result, failure, note = isolated.measure_isolated("isolated_slow_abort", [], timeout=4)
+    assert result is None and note == ""
+    assert "killed by SIGABRT" in failure
+    retry_seconds = int(re.search(r"timed out after (\d+) s", failure).group(1))
+    assert retry_seconds <= 3  # 4 s in all, of which the first run took at least 1.5

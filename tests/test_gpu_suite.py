@@ -166,6 +166,15 @@ def test_list_shows_the_steps_in_priority_order_with_budgets():
     assert bad.returncode == 2 and "unknown step" in bad.stderr
 
 
+@pytest.mark.parametrize("selection", [["--only", "7b"], ["--skip", "kernels"],
+                                       ["--only", "kernels,7b", "--skip", "kernels"]])
+def test_step_groups_split_the_suite_for_two_calls(selection):
+    out = subprocess.run(["bash", str(SUITE), "--list", *selection], cwd=ROOT, env=suite_env(), capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[0] for line in out.stdout.splitlines()[1:]] == ["7b_decode", "7b_prefill", "7b_ttft"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # benchmarks/results.py under the suite
 # ---------------------------------------------------------------------------------------------------------------
