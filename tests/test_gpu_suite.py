@@ -24,7 +24,7 @@ from benchmarks import results as results_module
 BENCHMARKS = Path(benchmarks.__file__).resolve().parent
 ROOT = BENCHMARKS.parent
 SUITE = BENCHMARKS / "gpu_suite.sh"
-STEPS = ["pytest_gpu", "mlstm_chunk", "mlstm_step", "slstm", "7b_decode", "7b_prefill", "7b_ttft"]
+STEPS = ["pytest_gpu", "mlstm_chunk", "mlstm_step", "slstm", "7b_decode", "7b_prefill", "7b_ttft", "mlstm_tune"]
 FIGURE_KEYS = {"name", "ours", "theirs", "competitor", "unit", "ratio", "better", "device", "date", "command", "shape"}
 CUT_OFF = "mlstm_step"
 
@@ -138,6 +138,12 @@ def test_step_over_its_budget_is_cut_off_and_later_steps_still_run(dry_run):
     assert "mlstm_step: timeout" in dry_run["proc"].stdout
 
 
+def test_tuning_step_searches_and_reports_the_best(dry_run):
+    assert dry_run["steps"]["mlstm_tune"]["figures"] == 0  # a tuning aid, no figure
+    log = (dry_run["out"] / "mlstm.log").read_text()
+    assert "mLSTM chunkwise tiling sweep" in log and "search complete" in log and "vs defaults" in log
+
+
 def test_pytest_step_runs_the_gpu_tests(dry_run):
     step = dry_run["steps"]["pytest_gpu"]
     assert step["status"] in ("ok", "failed") and step["log"] == "pytest.log"  # it ran to its end
@@ -166,7 +172,7 @@ def test_list_shows_the_steps_in_priority_order_with_budgets():
     assert bad.returncode == 2 and "unknown step" in bad.stderr
 
 
-@pytest.mark.parametrize("selection", [["--only", "7b"], ["--skip", "kernels"],
+@pytest.mark.parametrize("selection", [["--only", "7b"], ["--skip", "kernels,tune"],
                                        ["--only", "kernels,7b", "--skip", "kernels"]])
 def test_step_groups_split_the_suite_for_two_calls(selection):
     out = subprocess.run(["bash", str(SUITE), "--list", *selection], cwd=ROOT, env=suite_env(), capture_output=True,

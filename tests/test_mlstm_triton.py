@@ -80,12 +80,12 @@ OUT_NAMES = ["h", "C", "n", "m"]
 GRAD_NAMES = ["dq", "dk", "dv", "di", "df", "dC0", "dn0", "dm0"]
 
 
-def check_chunkwise_against_native(inputs, state, chunk_size=64, block_sizes=(None, None, None), rel=REL):
+def check_chunkwise_against_native(inputs, state, chunk_size=64, tiling=mt.TilingOverride(), rel=REL):
     B, NH, S, DHQK = inputs[0].shape
     DHV = inputs[2].shape[-1]
     weights = output_weights((B, NH, S, DHV), [(B, NH, DHQK, DHV), (B, NH, DHQK), (B, NH, 1)])
     outs, grads = run_with_grads(
-        lambda *a: mt.mlstm_chunkwise(*a, chunk_size=chunk_size, block_sizes=block_sizes), inputs, state, weights
+        lambda *a: mt.mlstm_chunkwise(*a, chunk_size=chunk_size, tiling=tiling), inputs, state, weights
     )
     ref_outs, ref_grads = run_with_grads(
         lambda *a: native.mlstm_chunkwise(*a, chunk_size=chunk_size), inputs, state, weights, dtype=torch.float64
@@ -123,7 +123,7 @@ def test_chunkwise_multi_tile_paths():
     tile tails) and a sequence that is no multiple of the chunk."""
     inputs = make_inputs(B=2, NH=1, S=75, DHQK=24, DHV=40, seed=3)
     state = make_state(B=2, NH=1, DHQK=24, DHV=40, seed=4)
-    check_chunkwise_against_native(inputs, state, chunk_size=32, block_sizes=(16, 16, 16))
+    check_chunkwise_against_native(inputs, state, chunk_size=32, tiling=mt.TilingOverride(16, 16, 16))
 
 
 def test_chunkwise_results_do_not_depend_on_chunk_size():

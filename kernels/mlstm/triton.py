@@ -35,6 +35,8 @@ float32 inputs. float64 inputs are delegated to the native reference.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -514,20 +516,34 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
+class TilingOverride(NamedTuple):
+    """Launch settings of the chunkwise kernels that replace the defaults (None: the default). Results do not
+    depend on them beyond float rounding. `benchmarks/sweep_mlstm_tiling.py` searches them on a GPU; tests use
+    small blocks to exercise the multi-tile paths on small shapes. Block sizes are powers of two >= 16 (the
+    `tl.dot` minimum)."""
+
+    block_l: int | None = None  # sequence sub-block of the intra-chunk kernels
+    block_k: int | None = None  # DHQK tile
+    block_v: int | None = None  # DHV tile
+    num_warps: int | None = None
+    num_stages: int | None = None  # software-pipelining depth of the kernels' loops
+
+
 class _Tiling:
     """Chunk and tile sizes for one call. L: chunk (state materialisation interval), BL: sequence sub-block of
-    the intra-chunk kernels, BK / BV: head-dim tiles. All powers of two >= 16 (the `tl.dot` minimum)."""
+    the intra-chunk kernels, BK / BV: head-dim tiles; and the launch's warps and pipelining depth."""
 
-    def __init__(self, S: int, DHQK: int, DHV: int, chunk_size: int, block_l=None, block_k=None, block_v=None):
+    def __init__(self, S: int, DHQK: int, DHV: int, chunk_size: int, override: TilingOverride):
         # a chunk longer than the (padded) sequence only costs padding
         L = _pow2_at_least(min(chunk_size, max(S, 1)))
         self.L = L
-        self.BL = min(L, block_l or DEFAULT_BLOCK_L)
-        self.BK = min(_pow2_at_least(DHQK), block_k or DEFAULT_BLOCK_DH)
-        self.BV = min(_pow2_at_least(DHV), block_v or DEFAULT_BLOCK_DH)
+        self.BL = min(L, override.block_l or DEFAULT_BLOCK_L)
+        self.BK = min(_pow2_at_least(DHQK), override.block_k or DEFAULT_BLOCK_DH)
+        self.BV = min(_pow2_at_least(DHV), override.block_v or DEFAULT_BLOCK_DH)
         self.NC = triton.cdiv(S, L)
         self.SP = self.NC * L
-        self.num_warps = 4 if max(self.BL, self.BK, self.BV) >= 64 else 2
+        self.num_warps = override.num_warps or (4 if max(self.BL, self.BK, self.BV) >= 64 else 2)
+        self.num_stages = override.num_stages or 1
 
 
 def _gates(i: torch.Tensor, f: torch.Tensor, tiling: _Tiling) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -554,7 +570,7 @@ def _chunk_states(k, v, ig, bg, c0, n0, m0, tiling: _Tiling, S: int, DHQK: int, 
     _fwd_state_kernel[grid](
         k, v, ig, bg, c0, n0, m0, cs, ns, ms, S, NC,
         DHQK=DHQK, DHV=DHV, L=tiling.L, BK=tiling.BK, BV=tiling.BV, DOT_PREC=_dot_precision(k.dtype),
-        num_warps=tiling.num_warps, num_stages=1,
+        num_warps=tiling.num_warps, num_stages=tiling.num_stages,
     )
     return cs, ns, ms
 
@@ -570,7 +586,7 @@ def _forward(q, k, v, ig, bg, c0, n0, m0, tiling: _Tiling, eps: float):
     _fwd_intra_kernel[grid](
         q, k, v, ig, bg, cs, ns, ms, h, m_row, qn, S, tiling.NC, DHQK**-0.5, eps,
         DHQK=DHQK, DHV=DHV, L=tiling.L, BL=tiling.BL, BK=tiling.BK, BV=tiling.BV,
-        DOT_PREC=_dot_precision(q.dtype), num_warps=tiling.num_warps, num_stages=1,
+        DOT_PREC=_dot_precision(q.dtype), num_warps=tiling.num_warps, num_stages=tiling.num_stages,
     )
     return h, cs, ns, ms, m_row, qn
 
@@ -594,11 +610,11 @@ def _stabilizer_grads(ig, lf, m0, dm_row):
 
 class _MLSTMChunkwise(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, i, f, c0, n0, m0, chunk_size, eps, blocks):
+    def forward(ctx, q, k, v, i, f, c0, n0, m0, chunk_size, eps, override):
         B, NH, S, DHQK = q.shape
         DHV = v.shape[-1]
         BNH = B * NH
-        tiling = _Tiling(S, DHQK, DHV, chunk_size, *blocks)
+        tiling = _Tiling(S, DHQK, DHV, chunk_size, override)
         q3 = q.reshape(BNH, S, DHQK).contiguous()
         k3 = k.reshape(BNH, S, DHQK).contiguous()
         v3 = v.reshape(BNH, S, DHV).contiguous()
@@ -654,13 +670,13 @@ class _MLSTMChunkwise(torch.autograd.Function):
         _bwd_state_kernel[(triton.cdiv(DHQK, tiling.BK), triton.cdiv(DHV, tiling.BV), BNH)](
             q3, dh3, bg, m_row, inv_d, dqn, ms, dc_last, dn_last, dcs, dns, S, NC, scale,
             DHQK=DHQK, DHV=DHV, L=tiling.L, BK=tiling.BK, BV=tiling.BV, DOT_PREC=prec,
-            num_warps=tiling.num_warps, num_stages=1,
+            num_warps=tiling.num_warps, num_stages=tiling.num_stages,
         )
 
         nkt = triton.cdiv(DHQK, tiling.BK)
         n_blocks = NC * (tiling.L // tiling.BL)
         common = dict(DHQK=DHQK, DHV=DHV, L=tiling.L, BL=tiling.BL, BK=tiling.BK, BV=tiling.BV, DOT_PREC=prec,
-                      num_warps=tiling.num_warps, num_stages=1)
+                      num_warps=tiling.num_warps, num_stages=tiling.num_stages)
         dq = torch.empty_like(q3)
         sq = torch.empty(nkt, BNH, SP, device=dev, dtype=torch.float32)
         _bwd_dq_kernel[(nkt, n_blocks, BNH)](
@@ -729,15 +745,14 @@ def mlstm_chunkwise(
     chunk_size: int = 64,
     eps: float = 1e-6,
     *,
-    block_sizes: tuple[int | None, int | None, int | None] = (None, None, None),
+    tiling: TilingOverride = TilingOverride(),
 ) -> tuple[torch.Tensor, MLSTMState]:
     """Chunkwise mLSTM (Triton, differentiable). Same signature and results as `native.mlstm_chunkwise`.
 
     q, k: [B, NH, S, DHQK], v: [B, NH, S, DHV], i, f: [B, NH, S] gate pre-activations; state (C, n, m) or None
     (the empty state). Any S >= 1 (padded internally with masked steps). `chunk_size` is the interval at
     which states are materialised, rounded up to a power of two >= 16 (results do not depend on it).
-    `block_sizes` = (sequence sub-block, DHQK tile, DHV tile) overrides the tiling (tests use it to exercise
-    multi-tile paths on small shapes). Returns h [B, NH, S, DHV] (dtype of v) and the final state (float32).
+    `tiling` overrides block sizes, warps and pipelining depth (see `TilingOverride`). Returns h [B, NH, S, DHV] (dtype of v) and the final state (float32).
     Gradients flow to q, k, v, i, f and the initial state.
     """
     _check(q, k, v, i, f, 4)
@@ -753,7 +768,7 @@ def mlstm_chunkwise(
         c0, n0, m0 = native.mlstm_zero_state(B, NH, DHQK, DHV, device=q.device)
     else:
         c0, n0, m0 = state
-    h, c, n, m = _MLSTMChunkwise.apply(q, k, v, i, f, c0, n0, m0, int(chunk_size), float(eps), tuple(block_sizes))
+    h, c, n, m = _MLSTMChunkwise.apply(q, k, v, i, f, c0, n0, m0, int(chunk_size), float(eps), TilingOverride(*tiling))
     return h, (c, n, m)
 
 
@@ -847,4 +862,4 @@ def mlstm_recurrent_step(
     return h, (c, n, m)
 
 
-__all__ = ["MLSTMState", "mlstm_chunkwise", "mlstm_recurrent_step"]
+__all__ = ["MLSTMState", "TilingOverride", "mlstm_chunkwise", "mlstm_recurrent_step"]
