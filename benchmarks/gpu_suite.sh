@@ -20,7 +20,8 @@
 #                  (8,192-token prompts too: GPU_SUITE_ARGS_7b_decode="--decode-prompts 128,8192")
 #   6 7b_prefill   7B prefill at 65,536 tokens per batch (8 x 8,192)
 #   7 7b_ttft      7B time to first token at 16,384 tokens
-#   8 mlstm_tune   search the mLSTM chunkwise kernels' tiling (benchmarks/sweep_mlstm_tiling.py; no figure: its
+#   8 7b_profile   where the 7B's prefill and decode time goes, kernel by kernel (benchmarks/profile_7b.py; no figure)
+#   9 mlstm_tune   search the mLSTM chunkwise kernels' tiling (benchmarks/sweep_mlstm_tiling.py; no figure: its
 #                  candidates go to mlstm.log, the best with its speed-up over the defaults at the end)
 # A step that needs more than its budget is cut off (its figures measured so far are kept) and the next one runs;
 # a step that would start with too little of the total budget left is skipped. The benchmarks record each figure
@@ -57,17 +58,20 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 2
 PY="${PYTHON:-python3}"
-STEPS=(pytest_gpu mlstm_chunk mlstm_step slstm 7b_decode 7b_prefill 7b_ttft mlstm_tune)
+STEPS=(pytest_gpu mlstm_chunk mlstm_step slstm 7b_decode 7b_prefill 7b_ttft 7b_profile mlstm_tune)
 # default budgets (seconds) on the GPU: first compiles of Triton / CUDA kernels included
 # (measured on the H200, 2026-11-30: pytest_gpu 133 s, mlstm_chunk 101, mlstm_step 23, slstm 141 without the
 # xlstm CUDA kernel's compile at 4 heads (about 60 s more), 7b_prefill 65, 7b_ttft 49; 7b_decode: ours 90 s, theirs
 # about 150 s with the retry after their Triton compile aborts)
 declare -A GPU_BUDGET=([pytest_gpu]=150 [mlstm_chunk]=120 [mlstm_step]=45 [slstm]=210 [7b_decode]=250
-                       [7b_prefill]=90 [7b_ttft]=70 [mlstm_tune]=180)
+                       [7b_prefill]=90 [7b_ttft]=70 [7b_profile]=90
+                       [mlstm_tune]=180)
 declare -A DRY_BUDGET=([pytest_gpu]=60 [mlstm_chunk]=60 [mlstm_step]=40 [slstm]=60 [7b_decode]=90
-                       [7b_prefill]=45 [7b_ttft]=45 [mlstm_tune]=60)
+                       [7b_prefill]=45 [7b_ttft]=45 [7b_profile]=45
+                       [mlstm_tune]=60)
 declare -A LOGFILE=([pytest_gpu]=pytest.log [mlstm_chunk]=mlstm.log [mlstm_step]=mlstm.log [slstm]=slstm.log
-                    [7b_decode]=7b.log [7b_prefill]=7b.log [7b_ttft]=7b.log [mlstm_tune]=mlstm.log)
+                    [7b_decode]=7b.log [7b_prefill]=7b.log [7b_ttft]=7b.log [7b_profile]=7b.log
+                    [mlstm_tune]=mlstm.log)
 SETUP_BUDGET=150
 MARGIN=5       # seconds kept for the summary at the end
 MIN_START=10   # a step starts only if min(its budget, this) seconds of the total budget are left
@@ -98,7 +102,7 @@ while [[ $# -gt 0 ]]; do
 done
 in_list() { [[ ",$2," == *",$1,"* ]]; }
 declare -A GROUP=([kernels]=pytest_gpu,mlstm_chunk,mlstm_step,slstm [7b]=7b_decode,7b_prefill,7b_ttft
-                  [tune]=mlstm_tune)
+                  [tune]=7b_profile,mlstm_tune)
 expand_groups() {  # a comma-separated list with group names replaced by their steps
     local item out=()
     for item in ${1//,/ }; do out+=("${GROUP[$item]:-$item}"); done
@@ -146,6 +150,8 @@ step_command() {  # sets CMD to the step's command line
             if [[ $DRY == 1 ]]; then CMD=("$PY" -m benchmarks.bench_7b_inference --parts ttft --ttft-prompts 130
                                           --repeats 1 --no-theirs ${small[@]+"${small[@]}"})
             else CMD=("$PY" -m benchmarks.bench_7b_inference --parts ttft --ttft-prompts 16384 --repeats 2); fi ;;
+        7b_profile) CMD=("$PY" -m benchmarks.profile_7b)
+                    [[ $DRY == 1 ]] && CMD+=(--small --device cpu) ;;
         mlstm_tune) CMD=("$PY" -m benchmarks.sweep_mlstm_tiling)
                     [[ $DRY == 1 ]] && CMD+=(--small --device cpu) ;;  # records nothing: no --record
     esac

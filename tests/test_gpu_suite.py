@@ -24,7 +24,7 @@ from benchmarks import results as results_module
 BENCHMARKS = Path(benchmarks.__file__).resolve().parent
 ROOT = BENCHMARKS.parent
 SUITE = BENCHMARKS / "gpu_suite.sh"
-STEPS = ["pytest_gpu", "mlstm_chunk", "mlstm_step", "slstm", "7b_decode", "7b_prefill", "7b_ttft", "mlstm_tune"]
+STEPS = ["pytest_gpu", "mlstm_chunk", "mlstm_step", "slstm", "7b_decode", "7b_prefill", "7b_ttft", "7b_profile", "mlstm_tune"]
 FIGURE_KEYS = {"name", "ours", "theirs", "competitor", "unit", "ratio", "better", "device", "date", "command", "shape"}
 CUT_OFF = "mlstm_step"
 
@@ -138,10 +138,12 @@ def test_step_over_its_budget_is_cut_off_and_later_steps_still_run(dry_run):
     assert "mlstm_step: timeout" in dry_run["proc"].stdout
 
 
-def test_tuning_step_searches_and_reports_the_best(dry_run):
-    assert dry_run["steps"]["mlstm_tune"]["figures"] == 0  # a tuning aid, no figure
+def test_tuning_steps_profile_and_search_without_figures(dry_run):
+    assert dry_run["steps"]["mlstm_tune"]["figures"] == dry_run["steps"]["7b_profile"]["figures"] == 0
     log = (dry_run["out"] / "mlstm.log").read_text()
     assert "mLSTM chunkwise tiling sweep" in log and "search complete" in log and "vs defaults" in log
+    log = (dry_run["out"] / "7b.log").read_text()
+    assert "== prefill:" in log and "== decode:" in log and "matmul" in log
 
 
 def test_pytest_step_runs_the_gpu_tests(dry_run):
