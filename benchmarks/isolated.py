@@ -10,7 +10,8 @@ Protocol: the benchmark script re-runs itself as the child, `python -m benchmark
 (plus what to measure) in the repo root; the child writes its measurements as one JSON object to PATH and exits
 0. If the child dies from a signal, it is run once more with Triton's LLVM optimisation pipeline switched off
 (`DISABLE_LLVM_OPT=1`, read by libtriton), which avoids the vectoriser; the returned note says so, because it may
-make the competitor slower than it would be with a Triton that compiles it normally.
+make the competitor slower than it would be with a Triton that compiles it normally. Under benchmarks/gpu_suite.sh
+the cure is noted in the suite's ledger, and the later steps' children start with the workaround.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from benchmarks.results import LEDGER_ENV, STEP_ENV
 
 ROOT = Path(__file__).resolve().parent.parent  # the child runs here, so that `benchmarks` is importable
 LLVM_WORKAROUND_ENV = {"DISABLE_LLVM_OPT": "1"}
@@ -89,14 +92,39 @@ def run_child(module: str, args: list[str], timeout: float, extra_env: dict | No
         return json.loads(out.read_text()), None
 
 
+def _crashed_earlier_in_suite() -> bool:
+    """Whether an earlier step of this GPU suite run needed the LLVM workaround (a record in the suite's ledger)."""
+    ledger = os.environ.get(LEDGER_ENV)
+    if not ledger or not os.path.exists(ledger):
+        return False
+    with open(ledger) as fh:
+        return any(json.loads(line).get("kind") == "llvm_workaround" for line in fh if line.strip())
+
+
+def _remember_crash(failure: str) -> None:
+    ledger = os.environ.get(LEDGER_ENV)
+    if ledger:
+        with open(ledger, "a") as fh:
+            fh.write(json.dumps({"kind": "llvm_workaround", "step": os.environ.get(STEP_ENV), "crash": failure}) + "\n")
+
+
 def measure_isolated(module: str, args: list[str], timeout: float = 600) -> tuple[dict | None, str | None, str]:
     """Run the child; after a death by signal, once more with the LLVM workaround.
 
     `timeout` bounds both runs together: the GPU suite gives the child the time left before its step's deadline,
-    and a retry that started the clock afresh would run past it and take the step's own figures with it.
+    and a retry that started the clock afresh would run past it and take the step's own figures with it. Under the
+    suite, a crash that the workaround cured is noted in its ledger, and later steps start with the workaround
+    (each crashed compile costs a step 10-20 s of a short GPU lease).
 
     Returns (measurements or None, why they are missing or None, a note for the competitor label: "" normally,
     LLVM_WORKAROUND_NOTE when the workaround was needed)."""
+    note = LLVM_WORKAROUND_NOTE.format(triton=_triton_version())
+    if _crashed_earlier_in_suite():
+        print(f"an earlier competitor child of this suite run needed {LLVM_WORKAROUND_ENV}: starting with it", flush=True)
+        result, failure = run_child(module, args, timeout, LLVM_WORKAROUND_ENV)
+        if result is None:
+            return None, f"with {LLVM_WORKAROUND_ENV}: {failure}", ""
+        return result, None, note
     deadline = time.monotonic() + timeout
     result, failure = run_child(module, args, timeout)
     if result is not None or "killed by" not in (failure or ""):
@@ -108,7 +136,8 @@ def measure_isolated(module: str, args: list[str], timeout: float = 600) -> tupl
     retry, retry_failure = run_child(module, args, left, LLVM_WORKAROUND_ENV)
     if retry is None:
         return None, f"{failure}; with {LLVM_WORKAROUND_ENV}: {retry_failure}", ""
-    return retry, None, LLVM_WORKAROUND_NOTE.format(triton=_triton_version())
+    _remember_crash(failure)
+    return retry, None, note
 
 
 def write_child_result(path: str | Path, result: dict) -> None:

@@ -6,18 +6,22 @@ benchmark scripts, they run as modules (`python -m NAME`) in the repo root, wher
 lie in a scratch folder put on the children's PYTHONPATH.
 """
 
+import json
 import os
 import re
 
 import pytest
 
-from benchmarks import isolated
+from benchmarks import isolated, results
 
 CHILD = """
 import os, sys
 from benchmarks.isolated import write_child_result
 
 mode = sys.argv[1]
+if os.environ.get("RUNS_FILE"):  # one line per run, with the workaround's setting
+    with open(os.environ["RUNS_FILE"], "a") as fh:
+        fh.write(os.environ.get("DISABLE_LLVM_OPT", "-") + "\\n")
 if mode == "abort" and os.environ.get("DISABLE_LLVM_OPT") != "1":
     os.abort()  # what a failed LLVM assertion does to the compiling process
 if mode == "always-abort":
@@ -83,3 +87,31 @@ def test_retry_gets_only_the_time_left(child, tmp_path):
     assert "killed by SIGABRT" in failure
     retry_seconds = int(re.search(r"timed out after (\d+) s", failure).group(1))
     assert retry_seconds <= 3  # 4 s in all, of which the first run took at least 1.5
+
+
+def test_later_steps_of_a_suite_run_start_with_the_workaround(child, tmp_path, monkeypatch):
+    """Under the GPU suite, a crash cured by the workaround is noted in the ledger, and the next competitor child
+    (a later step) starts with the workaround instead of crashing first."""
+    runs, ledger = tmp_path / "runs", tmp_path / "steps.jsonl"
+    monkeypatch.setenv("RUNS_FILE", str(runs))
+    monkeypatch.setenv(results.LEDGER_ENV, str(ledger))
+    monkeypatch.setenv(results.STEP_ENV, "mlstm_chunk")
+    first, _, note = isolated.measure_isolated(child, ["abort"], timeout=60)
+    assert first["ms"] == 1.5 and "DISABLE_LLVM_OPT=1" in note
+    assert runs.read_text().split() == ["-", "1"]  # crashed, then cured
+    entry = json.loads(ledger.read_text())
+    assert entry["kind"] == "llvm_workaround" and entry["step"] == "mlstm_chunk" and "SIGABRT" in entry["crash"]
+
+    monkeypatch.setenv(results.STEP_ENV, "7b_prefill")
+    second, failure, note = isolated.measure_isolated(child, ["abort"], timeout=60)
+    assert second["ms"] == 1.5 and failure is None and "DISABLE_LLVM_OPT=1" in note
+    assert runs.read_text().split() == ["-", "1", "1"]  # no second crash
+
+
+def test_without_the_suite_nothing_is_remembered(child, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("RUNS_FILE", str(runs))
+    monkeypatch.delenv(results.LEDGER_ENV, raising=False)
+    for _ in range(2):
+        isolated.measure_isolated(child, ["abort"], timeout=60)
+    assert runs.read_text().split() == ["-", "1", "-", "1"]
