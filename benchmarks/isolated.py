@@ -120,7 +120,8 @@ def measure_isolated(module: str, args: list[str], timeout: float = 600) -> tupl
     LLVM_WORKAROUND_NOTE when the workaround was needed)."""
     note = LLVM_WORKAROUND_NOTE.format(triton=_triton_version())
     if _crashed_earlier_in_suite():
-        print(f"an earlier competitor child of this suite run needed {LLVM_WORKAROUND_ENV}: starting with it", flush=True)
+        print(f"an earlier competitor child of this suite run needed {LLVM_WORKAROUND_ENV}: starting with it",
+              flush=True)
         result, failure = run_child(module, args, timeout, LLVM_WORKAROUND_ENV)
         if result is None:
             return None, f"with {LLVM_WORKAROUND_ENV}: {failure}", ""

@@ -24,7 +24,8 @@ from benchmarks import results as results_module
 BENCHMARKS = Path(benchmarks.__file__).resolve().parent
 ROOT = BENCHMARKS.parent
 SUITE = BENCHMARKS / "gpu_suite.sh"
-STEPS = ["pytest_gpu", "mlstm_chunk", "mlstm_step", "slstm", "7b_decode", "7b_prefill", "7b_ttft", "7b_profile", "mlstm_tune"]
+STEPS = ["pytest_gpu", "mlstm_chunk", "mlstm_step", "slstm", "7b_decode", "7b_prefill", "7b_ttft", "7b_profile",
+         "mlstm_tune"]
 FIGURE_KEYS = {"name", "ours", "theirs", "competitor", "unit", "ratio", "better", "device", "date", "command", "shape"}
 CUT_OFF = "mlstm_step"
 

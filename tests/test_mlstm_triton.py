@@ -126,6 +126,12 @@ def test_chunkwise_multi_tile_paths():
     check_chunkwise_against_native(inputs, state, chunk_size=32, tiling=mt.TilingOverride(16, 16, 16))
 
 
+@pytest.mark.parametrize("tiling", [mt.TilingOverride(block_l=24), mt.TilingOverride(block_v=8)])
+def test_tiling_override_with_an_impossible_block_is_refused(tiling):
+    with pytest.raises(ValueError, match="power of two >= 16"):
+        mt.mlstm_chunkwise(*make_inputs(S=20), tiling=tiling)
+
+
 def test_chunkwise_results_do_not_depend_on_chunk_size():
     inputs = make_inputs(S=70, seed=7)
     h16, s16 = mt.mlstm_chunkwise(*inputs, chunk_size=16)

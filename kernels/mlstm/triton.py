@@ -534,6 +534,10 @@ class _Tiling:
     the intra-chunk kernels, BK / BV: head-dim tiles; and the launch's warps and pipelining depth."""
 
     def __init__(self, S: int, DHQK: int, DHV: int, chunk_size: int, override: TilingOverride):
+        for name in ("block_l", "block_k", "block_v"):
+            size = getattr(override, name)
+            if size is not None and (size < 16 or size & (size - 1)):
+                raise ValueError(f"TilingOverride.{name} must be a power of two >= 16 (the tl.dot minimum), got {size}")
         # a chunk longer than the (padded) sequence only costs padding
         L = _pow2_at_least(min(chunk_size, max(S, 1)))
         self.L = L
@@ -752,8 +756,8 @@ def mlstm_chunkwise(
     q, k: [B, NH, S, DHQK], v: [B, NH, S, DHV], i, f: [B, NH, S] gate pre-activations; state (C, n, m) or None
     (the empty state). Any S >= 1 (padded internally with masked steps). `chunk_size` is the interval at
     which states are materialised, rounded up to a power of two >= 16 (results do not depend on it).
-    `tiling` overrides block sizes, warps and pipelining depth (see `TilingOverride`). Returns h [B, NH, S, DHV] (dtype of v) and the final state (float32).
-    Gradients flow to q, k, v, i, f and the initial state.
+    `tiling` overrides block sizes, warps and pipelining depth (see `TilingOverride`). Returns h [B, NH, S, DHV]
+    (dtype of v) and the final state (float32). Gradients flow to q, k, v, i, f and the initial state.
     """
     _check(q, k, v, i, f, 4)
     if chunk_size < 1:
