@@ -26,6 +26,7 @@ import time
 
 from benchmarks.bench_mlstm_kernels import FULL, SMALL, Run, _bench, _chunk_inputs
 from benchmarks.results import DEADLINE_ENV
+from modeling_xlstm.kernels.mlstm.triton import DEFAULT_BLOCK_DH, DEFAULT_BLOCK_L
 
 # the values tried for each setting, in the order they are tuned (sizes above a dimension are clipped to it)
 SEARCH = {
@@ -38,8 +39,9 @@ SEARCH = {
 }
 SMALL_SEARCH = {"chunk_size": (16, 32), "block_l": (16,), "block_k": (16,), "block_v": (16, 32), "num_warps": (4,),
                 "num_stages": (1, 2)}
-DEFAULTS = {"chunk_size": 128, "block_l": None, "block_k": None, "block_v": None, "num_warps": None,
-            "num_stages": None}
+# the kernels' defaults, spelled out where they are constants, so that trying a default value again is seen as a repeat
+DEFAULTS = {"chunk_size": 128, "block_l": DEFAULT_BLOCK_L, "block_k": DEFAULT_BLOCK_DH, "block_v": DEFAULT_BLOCK_DH,
+            "num_warps": None, "num_stages": 1}
 AGREEMENT = 2e-2
 
 
@@ -93,6 +95,12 @@ class Candidate:
         return times
 
 
+def clipped(settings: dict) -> dict:
+    """The settings as the kernels apply them: a sequence sub-block longer than the chunk is the chunk (so that the
+    search does not time one launch twice under two names)."""
+    return dict(settings, block_l=min(settings["block_l"], settings["chunk_size"]))
+
+
 def relative_error(ours, reference) -> float:
     return max(float((a - b).norm() / b.norm().clamp_min(1e-30)) for a, b in zip(ours, reference))
 
@@ -113,7 +121,7 @@ def sweep(args) -> dict:
     shape = f"B={B} S={S} NH={run.sizes.nh} dqk={run.sizes.dqk} dv={run.sizes.dv} {run.dtype_name}"
     print(f"mLSTM chunkwise tiling sweep, {shape}, objective {args.objective}, budget {seconds:.0f} s", flush=True)
 
-    defaults = dict(DEFAULTS, chunk_size=DEFAULTS["chunk_size"] if not args.small else search["chunk_size"][0])
+    defaults = clipped(dict(DEFAULTS, chunk_size=DEFAULTS["chunk_size"] if not args.small else search["chunk_size"][0]))
     baseline = Candidate(defaults, inputs, dh, run)
     reference = baseline.outputs()
     tried: dict[tuple, dict] = {}
@@ -146,7 +154,7 @@ def sweep(args) -> dict:
         for value in values:
             if time.monotonic() > deadline:
                 break
-            settings = dict(best_settings, **{name: value})
+            settings = clipped(dict(best_settings, **{name: value}))
             entry = measure(settings)
             if entry.get(args.objective, float("inf")) < best[args.objective]:
                 best_settings, best = settings, entry
