@@ -537,7 +537,8 @@ def measure_theirs(args, ours_logits) -> tuple[dict | None, str, str | None]:
         with tempfile.TemporaryDirectory() as tmp:
             logits_path = os.path.join(tmp, "ours_logits.pt")
             torch.save(ours_logits, logits_path)
-            child, failure, note = measure_isolated(__spec__.name, child_args(args, logits_path), timeout=timeout)
+            child, failure, note = measure_isolated(__spec__.name, child_args(args, logits_path), timeout=timeout,
+                                                    crash_key="tfla")  # their 7B runs TFLA
     if child is None:
         return None, f"transformers {transformers_version} xLSTMForCausalLM (could not run: {failure})", failure
     competitor = (f"transformers {transformers_version} xLSTMForCausalLM, {child['kernels']}"

@@ -213,7 +213,8 @@ def _theirs(job: str, args, run: Run) -> tuple[dict, str | None, str]:
     if timeout is None:
         return {}, "no time left in the step's budget", ""
     child_args = ["--theirs-job", job, "--device", run.device] + (["--small"] if args.small else [])
-    theirs, error, note = measure_isolated(__spec__.name, child_args, timeout=timeout)
+    crash_key = "tfla" if job.startswith("chunk") else "mlstm_kernels step"
+    theirs, error, note = measure_isolated(__spec__.name, child_args, timeout=timeout, crash_key=crash_key)
     return theirs or {}, error, note
 
 

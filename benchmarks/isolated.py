@@ -11,7 +11,8 @@ Protocol: the benchmark script re-runs itself as the child, `python -m benchmark
 0. If the child dies from a signal, it is run once more with Triton's LLVM optimisation pipeline switched off
 (`DISABLE_LLVM_OPT=1`, read by libtriton), which avoids the vectoriser; the returned note says so, because it may
 make the competitor slower than it would be with a Triton that compiles it normally. Under benchmarks/gpu_suite.sh
-the cure is noted in the suite's ledger, and the later steps' children start with the workaround.
+the cure is noted in the suite's ledger, and the later steps' children of the same competitor start with the
+workaround.
 """
 
 from __future__ import annotations
@@ -92,34 +93,42 @@ def run_child(module: str, args: list[str], timeout: float, extra_env: dict | No
         return json.loads(out.read_text()), None
 
 
-def _crashed_earlier_in_suite() -> bool:
-    """Whether an earlier step of this GPU suite run needed the LLVM workaround (a record in the suite's ledger)."""
+def _crashed_earlier_in_suite(crash_key: str | None) -> bool:
+    """Whether an earlier child of this GPU suite run with the same `crash_key` needed the LLVM workaround (a record
+    in the suite's ledger)."""
     ledger = os.environ.get(LEDGER_ENV)
-    if not ledger or not os.path.exists(ledger):
+    if crash_key is None or not ledger or not os.path.exists(ledger):
         return False
     with open(ledger) as fh:
-        return any(json.loads(line).get("kind") == "llvm_workaround" for line in fh if line.strip())
+        records = [json.loads(line) for line in fh if line.strip()]
+    return any(r.get("kind") == "llvm_workaround" and r.get("crash_key") == crash_key for r in records)
 
 
-def _remember_crash(failure: str) -> None:
+def _remember_crash(crash_key: str | None, failure: str) -> None:
     ledger = os.environ.get(LEDGER_ENV)
-    if ledger:
+    if crash_key is not None and ledger:
+        entry = {"kind": "llvm_workaround", "crash_key": crash_key, "step": os.environ.get(STEP_ENV), "crash": failure}
         with open(ledger, "a") as fh:
-            fh.write(json.dumps({"kind": "llvm_workaround", "step": os.environ.get(STEP_ENV), "crash": failure}) + "\n")
+            fh.write(json.dumps(entry) + "\n")
 
 
-def measure_isolated(module: str, args: list[str], timeout: float = 600) -> tuple[dict | None, str | None, str]:
+def measure_isolated(
+    module: str, args: list[str], timeout: float = 600, crash_key: str | None = None
+) -> tuple[dict | None, str | None, str]:
     """Run the child; after a death by signal, once more with the LLVM workaround.
 
     `timeout` bounds both runs together: the GPU suite gives the child the time left before its step's deadline,
-    and a retry that started the clock afresh would run past it and take the step's own figures with it. Under the
-    suite, a crash that the workaround cured is noted in its ledger, and later steps start with the workaround
-    (each crashed compile costs a step 10-20 s of a short GPU lease).
+    and a retry that started the clock afresh would run past it and take the step's own figures with it.
+
+    `crash_key` names the competitor's kernels (e.g. "tfla"). Under the suite, a crash of that competitor that the
+    workaround cured is noted in the ledger, and later children with the same key start with the workaround (each
+    crashed compile costs a step 10-20 s of a short GPU lease). Only the same key: the workaround may slow a
+    competitor, so one that compiles normally must never get it.
 
     Returns (measurements or None, why they are missing or None, a note for the competitor label: "" normally,
     LLVM_WORKAROUND_NOTE when the workaround was needed)."""
     note = LLVM_WORKAROUND_NOTE.format(triton=_triton_version())
-    if _crashed_earlier_in_suite():
+    if _crashed_earlier_in_suite(crash_key):
         print(f"an earlier competitor child of this suite run needed {LLVM_WORKAROUND_ENV}: starting with it",
               flush=True)
         result, failure = run_child(module, args, timeout, LLVM_WORKAROUND_ENV)
@@ -137,7 +146,7 @@ def measure_isolated(module: str, args: list[str], timeout: float = 600) -> tupl
     retry, retry_failure = run_child(module, args, left, LLVM_WORKAROUND_ENV)
     if retry is None:
         return None, f"{failure}; with {LLVM_WORKAROUND_ENV}: {retry_failure}", ""
-    _remember_crash(failure)
+    _remember_crash(crash_key, failure)
     return retry, None, note
 
 
