@@ -161,15 +161,21 @@ def _chunk_fns(B: int, S: int, chunk_size: int | None, run: Run):
 
     inputs = _chunk_inputs(B, S, run, requires_grad=True)
     dh = torch.randn(B, run.sizes.nh, S, run.sizes.dv, device=run.device, dtype=run.dtype)
+    return timed_closures(lambda: call(*inputs), inputs, dh)
+
+
+def timed_closures(call, inputs, dh):
+    """(forward, forward+backward) closures around `call() -> h`, which reads `inputs` (they carry the gradients)."""
+    import torch
 
     def fwd():
         with torch.no_grad():
-            call(*inputs)
+            call()
 
     def fwdbwd():
         for t in inputs:
             t.grad = None
-        call(*inputs).backward(dh)
+        call().backward(dh)
 
     return fwd, fwdbwd
 

@@ -24,7 +24,7 @@ import json
 import os
 import time
 
-from benchmarks.bench_mlstm_kernels import FULL, SMALL, Run, _bench, _chunk_inputs
+from benchmarks.bench_mlstm_kernels import Run, _bench, _chunk_inputs, _run, timed_closures
 from benchmarks.results import DEADLINE_ENV
 from modeling_xlstm.kernels.mlstm.triton import DEFAULT_BLOCK_DH, DEFAULT_BLOCK_L
 
@@ -78,17 +78,7 @@ class Candidate:
         return [h.detach().float()] + [t.grad.float() for t in self.inputs]
 
     def time(self, objective: str) -> dict:
-        import torch
-
-        def fwd():
-            with torch.no_grad():
-                self.call()
-
-        def fwdbwd():
-            for t in self.inputs:
-                t.grad = None
-            self.call().backward(self.dh)
-
+        fwd, fwdbwd = timed_closures(self.call, self.inputs, self.dh)
         times = {"fwd": _bench(fwd, self.device)}
         if objective == "fwdbwd":
             times["fwdbwd"] = _bench(fwdbwd, self.device)
@@ -108,8 +98,7 @@ def relative_error(ours, reference) -> float:
 def sweep(args) -> dict:
     import torch
 
-    run = Run(SMALL if args.small else FULL, args.device, torch.bfloat16 if args.device == "cuda" else torch.float32,
-              "bf16" if args.device == "cuda" else "fp32")
+    run = _run(args)
     B, S = (int(x) for x in args.shape.split(",")) if args.shape else run.sizes.chunk_shapes[0]
     search = SMALL_SEARCH if args.small else SEARCH
     inputs = _chunk_inputs(B, S, run, requires_grad=True)

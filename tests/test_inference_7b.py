@@ -156,25 +156,24 @@ def test_bf16_triton_fused_is_as_close_to_float32_as_plain_bf16():
     fast, plain = bf16_model("triton"), bf16_model("native")
     ids = torch.randint(0, 2048, (2, 300), device=device)
 
-    def errors(model, cache=None, token=None):
+    def errors(model, reference_logits, cache=None, token=None):
         out = model(ids if token is None else token, past_key_values=cache, use_cache=True)
-        error = (out.logits.float() - logits).abs()
+        error = (out.logits.float() - reference_logits).abs()
         return error.mean().item(), error.max().item(), out.past_key_values
 
     with torch.no_grad():
         ref = reference(ids, use_cache=True)
-        logits = ref.logits
-        assert 0.3 < logits.std().item() < 3
-        (fast_mean, fast_max, fast_cache), (plain_mean, plain_max, plain_cache) = errors(fast), errors(plain)
+        assert 0.3 < ref.logits.std().item() < 3
+        (fast_mean, fast_max, fast_cache), (plain_mean, plain_max, plain_cache) = (
+            errors(fast, ref.logits), errors(plain, ref.logits))
         assert fast_mean <= 1.5 * plain_mean and fast_max <= 2 * plain_max, (fast_mean, fast_max, plain_mean, plain_max)
 
         ref_cache, token = ref.past_key_values, ref.logits[:, -1:].argmax(-1)
         fast_worst = plain_worst = fast_sum = plain_sum = 0.0
         for _ in range(64):  # both follow the reference's tokens
-            step = reference(token, past_key_values=ref_cache, use_cache=True)
-            logits = step.logits
-            fast_mean, fast_max, fast_cache = errors(fast, fast_cache, token)
-            plain_mean, plain_max, plain_cache = errors(plain, plain_cache, token)
+            logits = reference(token, past_key_values=ref_cache, use_cache=True).logits
+            fast_mean, fast_max, fast_cache = errors(fast, logits, fast_cache, token)
+            plain_mean, plain_max, plain_cache = errors(plain, logits, plain_cache, token)
             fast_worst, plain_worst = max(fast_worst, fast_max), max(plain_worst, plain_max)
             fast_sum, plain_sum = fast_sum + fast_mean, plain_sum + plain_mean
             token = logits[:, -1:].argmax(-1)
