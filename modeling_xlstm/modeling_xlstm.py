@@ -40,11 +40,31 @@ from .packing import PACKING_INPUTS, document_starts, packed_layout
 logger = logging.get_logger(__name__)
 
 
+class _SoftCap(torch.autograd.Function):
+    """cap * tanh(values / cap) in one new tensor, with the backward read from the output alone:
+    d/dx = 1 - (out / cap)^2. Autograd of the three plain ops would allocate three logits-sized tensors forward
+    and three backward; on a CPU each fresh allocation of that size costs page faults as well as a pass."""
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, cap: float) -> torch.Tensor:
+        out = values.div(cap).tanh_().mul_(cap)
+        ctx.save_for_backward(out)
+        ctx.cap = cap
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (out,) = ctx.saved_tensors
+        return torch.addcmul(grad, grad, out.square(), value=-1.0 / ctx.cap**2), None
+
+
 def soft_cap(values: torch.Tensor, cap: float | None) -> torch.Tensor:
     """cap * tanh(values / cap): a smooth bound on |values| (identity when cap is None)."""
     if cap is None:
         return values
-    return cap * torch.tanh(values / cap)
+    if values.requires_grad and torch.is_grad_enabled():
+        return _SoftCap.apply(values, cap)
+    return values.div(cap).tanh_().mul_(cap)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -265,8 +285,10 @@ class XLSTMPaperMLSTMLayer(nn.Module):
         else:
             x_conv = F.silu(x_mlstm)
         q, k, v = self.q_proj(x_conv), self.k_proj(x_conv), self.v_proj(x_mlstm)
-        gate_input = torch.cat([q, k, v], dim=-1)
-        i, f = self.igate(gate_input), self.fgate(gate_input)
+        # both gates in one matmul: its backward to gate_input is one product, not two and a sum
+        gate_weight = torch.cat([self.igate.weight, self.fgate.weight])
+        gate_bias = torch.cat([self.igate.bias, self.fgate.bias])
+        i, f = F.linear(torch.cat([q, k, v], dim=-1), gate_weight, gate_bias).chunk(2, dim=-1)
         h, recurrent_state = mlstm_op(
             q.view(B, S, NH, -1), k.view(B, S, NH, -1), v.view(B, S, NH, -1), i, f, state=recurrent_state, mask=mask,
             chunk_size=self.config.chunk_size, eps=self.config.eps, backend=self.config.backend,

@@ -229,3 +229,20 @@ def test_aliases_of_the_reference_configs():
     config = XLSTMConfig(embedding_dim=48, num_blocks=3, num_heads=4, slstm_num_heads=4, vocab_size=10)
     assert (config.hidden_size, config.num_hidden_layers) == (48, 3)
     assert config.embedding_dim == 48 and config.num_blocks == 3
+
+
+def test_soft_cap_values_and_gradient():
+    """The soft cap's own backward (used for logits and gates) against float64 finite differences, and its
+    values against the plain formula with and without autograd; the input is never modified."""
+    from modeling_xlstm.modeling_xlstm import soft_cap
+
+    x = 40 * torch.randn(3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expected = 15.0 * torch.tanh(x / 15.0)
+    before = x.clone()
+    with torch.no_grad():
+        torch.testing.assert_close(soft_cap(x, 15.0), expected, rtol=0, atol=1e-12)
+    assert torch.equal(x, before)
+    leaf = x.clone().requires_grad_()
+    torch.testing.assert_close(soft_cap(leaf, 15.0), expected, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: soft_cap(t, 15.0), (leaf,))
+    assert soft_cap(x, None) is x

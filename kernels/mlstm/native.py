@@ -144,13 +144,13 @@ def mlstm_chunkwise(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    (q_, k_, v_, i_, f_), state = _prepare(q, k, v, i, f, state)
+    inputs, state = _prepare(q, k, v, i, f, state)
+    # one split per input, not one slice per chunk: the backward of a split is one concatenation, that of a slice
+    # a zero tensor of the input's full size per chunk
+    chunks = [x.split(chunk_size, dim=-1 if x.dim() == 3 else -2) for x in inputs]
     outputs = []
-    for start in range(0, q.shape[-2], chunk_size):
-        chunk = slice(start, start + chunk_size)
-        h, state = _mlstm_chunk(
-            q_[..., chunk, :], k_[..., chunk, :], v_[..., chunk, :], i_[..., chunk], f_[..., chunk], state, eps
-        )
+    for q_c, k_c, v_c, i_c, f_c in zip(*chunks):
+        h, state = _mlstm_chunk(q_c, k_c, v_c, i_c, f_c, state, eps)
         outputs.append(h)
     return torch.cat(outputs, dim=-2).to(v.dtype), state
 
