@@ -154,8 +154,11 @@ class XLSTMCausalConv1d(nn.Module):
         if conv_state is None:
             conv_state = x.new_zeros(B, channels, self.kernel_size - 1)
         full = torch.cat([conv_state.to(x.dtype), x], dim=-1)  # [B, F, K-1+S]
-        y = F.conv1d(full, self.weight, self.bias, groups=channels)  # [B, F, S]
-        return y.transpose(1, 2), full[..., full.shape[-1] - (self.kernel_size - 1) :]
+        if S == 1:  # a decode step: one dot product per channel; F.conv1d's setup would cost more than its arithmetic
+            y = torch.linalg.vecdot(full, self.weight[:, 0]).add_(self.bias).unsqueeze(1)  # [B, 1, F]
+        else:
+            y = F.conv1d(full, self.weight, self.bias, groups=channels).transpose(1, 2)  # [B, S, F]
+        return y, full[..., full.shape[-1] - (self.kernel_size - 1) :]
 
 
 class XLSTMHeadwiseLinear(nn.Module):
@@ -285,10 +288,13 @@ class XLSTMPaperMLSTMLayer(nn.Module):
         else:
             x_conv = F.silu(x_mlstm)
         q, k, v = self.q_proj(x_conv), self.k_proj(x_conv), self.v_proj(x_mlstm)
-        # both gates in one matmul: its backward to gate_input is one product, not two and a sum
-        gate_weight = torch.cat([self.igate.weight, self.fgate.weight])
-        gate_bias = torch.cat([self.igate.bias, self.fgate.bias])
-        i, f = F.linear(torch.cat([q, k, v], dim=-1), gate_weight, gate_bias).chunk(2, dim=-1)
+        gate_input = torch.cat([q, k, v], dim=-1)
+        if S == 1:  # a decode step: two tiny matmuls cost less than concatenating their weights every step
+            i, f = self.igate(gate_input), self.fgate(gate_input)
+        else:  # one matmul: its backward to gate_input is one product with 2 NH inner terms, not two and a sum
+            gate_weight = torch.cat([self.igate.weight, self.fgate.weight])
+            gate_bias = torch.cat([self.igate.bias, self.fgate.bias])
+            i, f = F.linear(gate_input, gate_weight, gate_bias).chunk(2, dim=-1)
         h, recurrent_state = mlstm_op(
             q.view(B, S, NH, -1), k.view(B, S, NH, -1), v.view(B, S, NH, -1), i, f, state=recurrent_state, mask=mask,
             chunk_size=self.config.chunk_size, eps=self.config.eps, backend=self.config.backend,

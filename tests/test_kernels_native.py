@@ -124,7 +124,10 @@ def test_mlstm_step_matches_mlstm_kernels_reference():
 
     q, k, v, i, f = mlstm_inputs(S=1)
     c, n, m = random_mlstm_state()
-    h, (c1, n1, m1) = mlstm_recurrent_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0], (c, n, m))
+    # clones: without autograd our step updates the given state in place (see the next test)
+    h, (c1, n1, m1) = mlstm_recurrent_step(
+        q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0], (c.clone(), n.clone(), m.clone())
+    )
     h_ref, (c_ref, n_ref, m_ref) = mlstm_recurrent_step__native_fw(
         c, n, m, q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., :1], f[..., :1]
     )
@@ -132,6 +135,30 @@ def test_mlstm_step_matches_mlstm_kernels_reference():
     torch.testing.assert_close(c1, c_ref)
     torch.testing.assert_close(n1, n_ref)
     torch.testing.assert_close(m1, m_ref)
+
+
+def test_mlstm_step_updates_a_float32_state_in_place_only_without_autograd():
+    """The decode contract (the same as the Triton step's): no gradient required and a float32 state -> the returned
+    state is the given tensors, updated; otherwise the given state is left as it was. Same numbers either way."""
+    q, k, v, i, f = (t[..., 0, :] if t.dim() == 4 else t[..., 0] for t in mlstm_inputs(S=1))
+    state = random_mlstm_state()
+    before = tuple(s.clone() for s in state)
+    with torch.no_grad():
+        h_copy, new_copy = mlstm_recurrent_step(q, k, v, i, f, tuple(s.double() for s in state))
+        h, new = mlstm_recurrent_step(q, k, v, i, f, state)
+    assert all(a is b for a, b in zip(new, state))
+    assert not torch.equal(state[0], before[0])
+    torch.testing.assert_close(h, h_copy.float())
+    for got, expected in zip(new, new_copy):
+        torch.testing.assert_close(got, expected.float())
+
+    state = tuple(s.clone() for s in before)
+    q.requires_grad_()
+    h, new = mlstm_recurrent_step(q, k, v, i, f, state)
+    assert all(torch.equal(s, b) for s, b in zip(state, before))
+    assert all(a is not b for a, b in zip(new, state))
+    h.sum().backward()
+    assert q.grad is not None
 
 
 def test_mlstm_bf16_inputs_keep_float32_state():

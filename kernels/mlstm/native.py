@@ -169,16 +169,29 @@ def mlstm_recurrent_step(
     Returns h [B, NH, DHV] (dtype of v) and the new state (float32). O(1) in the number of past tokens.
     Written with as few tensor ops as the math allows: in a small model's decode step, each op costs more in
     dispatch than in arithmetic.
+
+    In place, as the Triton step: when no gradient is required and the given state is already float32, C, n and
+    m are updated in place and the returned state *is* the given one (decode then allocates no new C, and the
+    model's cache, which passes its own buffers, needs no copy back). Otherwise the given state is left untouched.
+    Callers must use the returned state.
     """
     out_dtype, DHQK = v.dtype, q.shape[-1]
+    in_place = state is not None and not (
+        torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, i, f, *state))
+    )
     (q, k, v, i, f), (c, n, m) = _prepare(q, k, v, i, f, state)
     log_f_plus_m = F.logsigmoid(f).unsqueeze(-1) + m  # [B, NH, 1]
     i = i.unsqueeze(-1)
     m_new = torch.maximum(log_f_plus_m, i)
     f_act = torch.exp(log_f_plus_m - m_new)
     k_i = k * torch.exp(i - m_new)  # [B, NH, DHQK]
-    c_new = torch.addcmul(c * f_act.unsqueeze(-1), k_i.unsqueeze(-1), v.unsqueeze(-2))
-    n_new = torch.addcmul(k_i, n, f_act)
+    if in_place:
+        c_new = c.mul_(f_act.unsqueeze(-1)).addcmul_(k_i.unsqueeze(-1), v.unsqueeze(-2))
+        n_new = n.mul_(f_act).add_(k_i)
+        m_new = m.copy_(m_new)
+    else:
+        c_new = torch.addcmul(c * f_act.unsqueeze(-1), k_i.unsqueeze(-1), v.unsqueeze(-2))
+        n_new = torch.addcmul(k_i, n, f_act)
     q = (q * DHQK**-0.5).unsqueeze(-2)  # [B, NH, 1, DHQK]
     numerator = (q @ c_new).squeeze(-2)  # [B, NH, DHV]
     qn = (q @ n_new.unsqueeze(-1)).squeeze(-1)  # [B, NH, 1]
@@ -195,7 +208,10 @@ def mlstm_recurrent_sequence(
     state: MLSTMState | None = None,
     eps: float = 1e-6,
 ) -> tuple[torch.Tensor, MLSTMState]:
-    """The step applied token by token: the plainest statement of the recurrence (a test oracle)."""
+    """The step applied token by token: the plainest statement of the recurrence (a test oracle). The given
+    state is left untouched."""
+    if state is not None:
+        state = tuple(s.clone() for s in state)  # the steps below may update it in place
     outputs = []
     for t in range(q.shape[-2]):
         h, state = mlstm_recurrent_step(q[..., t, :], k[..., t, :], v[..., t, :], i[..., t], f[..., t], state, eps)
