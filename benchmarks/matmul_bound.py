@@ -4,10 +4,11 @@ On a CPU both sides of our comparisons run the same float32 matmuls over the sam
 model, the LM head included. `linear_layers_step(model, batch, seq_len)` returns a function that runs exactly those
 matmuls and nothing else: each Linear of `model` once, in module order (so the weights stream through the caches as
 in a forward), on a random input of the shape it gets in a forward over [batch, seq_len] tokens, plus their backward
-(input and weight gradients) when `backward`. Its time is a floor for any implementation of the model;
-(competitor's time) / (this time) is the largest ratio an implementation with no other cost at all could reach
-against that competitor at that shape. The benchmarks record it next to the measured ratio, as the account of a
-target that the measured ratio does not reach.
+(input and weight gradients) when `backward`. (Where a forward multiplies by two weights at once, as the paper mLSTM
+layer does with its two gate projections, the floor runs them one by one: the same arithmetic.) Its time is a floor
+for any implementation of the model; (competitor's time) / (this time) is the largest ratio an implementation with
+no other cost at all could reach against that competitor at that shape. The benchmarks record it next to the
+measured ratio, as the account of a target that the measured ratio does not reach.
 """
 
 from __future__ import annotations
