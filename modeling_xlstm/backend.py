@@ -133,7 +133,8 @@ def mlstm_op(
     kernels = select_kernels(backend, q.device)
     S = q.shape[1]
     if S == 1 and state is not None:  # decoding: the step reads [B, NH, ...] directly, no layout change
-        h, state = kernels.mlstm_step(q[:, 0], k[:, 0], v[:, 0], i[:, 0], f[:, 0], state, eps=eps)
+        h, state = kernels.mlstm_step(q.squeeze(1), k.squeeze(1), v.squeeze(1), i.squeeze(1), f.squeeze(1), state,
+                                      eps=eps)
         return h.unsqueeze(1), state
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     i, f = i.transpose(1, 2), f.transpose(1, 2)

@@ -174,8 +174,14 @@ class XLSTMHeadwiseLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.unflatten(-1, (self.num_heads, -1))
-        x = torch.einsum("...hd,hod->...ho", x, self.weight).flatten(-2)
+        if x.dim() == 3 and x.shape[1] == 1:
+            # one token per row (a decode step): a batched matmul over the blocks; einsum's own setup (permutes,
+            # reshapes) would take longer than the arithmetic. For sequences einsum is the faster one.
+            B = x.shape[0]
+            blocks = x.view(B, self.num_heads, -1).transpose(0, 1)  # [H, B, in / H]
+            x = torch.bmm(blocks, self.weight.transpose(1, 2)).transpose(0, 1).reshape(B, 1, -1)
+        else:
+            x = torch.einsum("...hd,hod->...ho", x.unflatten(-1, (self.num_heads, -1)), self.weight).flatten(-2)
         return x if self.bias is None else x + self.bias
 
 
