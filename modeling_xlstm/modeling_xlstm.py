@@ -295,12 +295,16 @@ class XLSTMPaperMLSTMLayer(nn.Module):
             x_conv = F.silu(x_mlstm)
         q, k, v = self.q_proj(x_conv), self.k_proj(x_conv), self.v_proj(x_mlstm)
         gate_input = torch.cat([q, k, v], dim=-1)
-        if S == 1:  # a decode step: two tiny matmuls cost less than concatenating their weights every step
-            i, f = self.igate(gate_input), self.fgate(gate_input)
-        else:  # one matmul: its backward to gate_input is one product with 2 NH inner terms, not two and a sum
+        # Over a sequence, both gates in one matmul: its backward to gate_input is then one product with 2 NH inner
+        # terms, not two and a sum. Not for a decode step (concatenating the weights would cost more than the two
+        # tiny matmuls), and only while both are plain nn.Linear: an adapter (PEFT) or a quantized layer put in their
+        # place must be called as the module it is.
+        if S > 1 and type(self.igate) is nn.Linear and type(self.fgate) is nn.Linear:
             gate_weight = torch.cat([self.igate.weight, self.fgate.weight])
             gate_bias = torch.cat([self.igate.bias, self.fgate.bias])
             i, f = F.linear(gate_input, gate_weight, gate_bias).chunk(2, dim=-1)
+        else:
+            i, f = self.igate(gate_input), self.fgate(gate_input)
         h, recurrent_state = mlstm_op(
             q.view(B, S, NH, -1), k.view(B, S, NH, -1), v.view(B, S, NH, -1), i, f, state=recurrent_state, mask=mask,
             chunk_size=self.config.chunk_size, eps=self.config.eps, backend=self.config.backend,

@@ -106,6 +106,33 @@ def test_padding_changes_neither_logits_nor_loss_of_real_tokens(tokenizer, paddi
         torch.testing.assert_close(padded.loss, torch.stack(token_losses).sum() / n_targets, atol=1e-5, rtol=0)
 
 
+def test_peft_lora_on_the_paper_mlstm_gates_is_applied(tokenizer):
+    """The paper mLSTM layer computes its two gates in one matmul over a sequence; a LoRA adapter on those gate
+    modules must still count (the adapted model gives the merged model's logits), over a sequence and when
+    decoding."""
+    from peft import LoraConfig, get_peft_model
+
+    base = make_model(tokenizer, style="paper")
+    mlstm_blocks = [index for index, kind in enumerate(base.config.block_types) if kind == "mlstm"]
+    targets = rf"backbone\.blocks\.({'|'.join(map(str, mlstm_blocks))})\.mixer\.(igate|fgate)"
+    model = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=targets, lora_dropout=0.0)).eval()
+    adapted = [module for name, module in model.named_modules() if name.endswith(("igate", "fgate"))
+               and hasattr(module, "lora_B")]
+    assert len(adapted) == 2 * len(mlstm_blocks)
+    with torch.no_grad():
+        for module in adapted:  # LoRA starts as the identity (B = 0): give it an effect
+            module.lora_B["default"].weight.normal_(0, 1.0)
+        ids = torch.tensor([tokenizer(t).input_ids[:12] for t in CORPUS[:2]])
+        adapted_logits = model(input_ids=ids).logits
+        prefix = model(input_ids=ids[:, :-1], use_cache=True)
+        adapted_step = model(input_ids=ids[:, -1:], cache=prefix.cache, use_cache=True).logits
+        merged = model.merge_and_unload()
+        merged_logits = merged(input_ids=ids).logits
+    assert (adapted_logits - make_model(tokenizer, style="paper")(input_ids=ids).logits).abs().max() > 1e-2
+    torch.testing.assert_close(adapted_logits, merged_logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(adapted_step[:, -1], merged_logits[:, -1], atol=1e-5, rtol=0)
+
+
 def test_peft_lora_trains_saves_reloads_and_merges(tmp_path, tokenizer):
     from peft import LoraConfig, PeftModel, get_peft_model
 

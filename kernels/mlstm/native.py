@@ -170,8 +170,8 @@ def mlstm_recurrent_step(
     Written with as few tensor ops as the math allows: in a small model's decode step, each op costs more in
     dispatch than in arithmetic.
 
-    In place, as the Triton step: when no gradient is required and the given state is already float32, C, n and
-    m are updated in place and the returned state *is* the given one (decode then allocates no new C, and the
+    In place, as the Triton step: when no gradient is required and the given state already has the compute dtype
+    (float32; float64 for float64 inputs), C, n and m are updated in place and the returned state *is* the given one (decode then allocates no new C, and the
     model's cache, which passes its own buffers, needs no copy back). Otherwise the given state is left untouched.
     Callers must use the returned state.
     """
