@@ -270,10 +270,12 @@ def write_layer_state(
         _mark_held(layer, len(recurrent_state))
         return
     dtype = _STATE_DTYPES[state_dtype]
+    # a kernel that updated the cache's own buffer in place (the decode steps do) returns that buffer: nothing to copy
     for slot, tensor in enumerate(recurrent_state):
         if not layer.is_recurrent_states_initialized[slot]:
             layer.lazy_initialization(recurrent_states=tensor.to(dtype), state_idx=slot)
-        layer.recurrent_states[slot].copy_(tensor)
+        if layer.recurrent_states[slot] is not tensor:
+            layer.recurrent_states[slot].copy_(tensor)
     if conv_state is not None:
         if not layer.is_conv_states_initialized[0]:
             layer.lazy_initialization(conv_states=conv_state, state_idx=0)
