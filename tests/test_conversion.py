@@ -23,7 +23,9 @@ from modeling_xlstm.conversion.formats import (
     NATIVE_KERNELS,
     hf_xlstm_config,
     large_config,
+    large_plan,
     paper_config,
+    paper_plan,
     to_hf_xlstm_config,
     to_nxai_large_config,
     to_nxai_paper_config,
@@ -146,6 +148,11 @@ def _training_gradients(model, logits_of, x):
     return loss.detach(), {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
 
 
+def _copied_unchanged(plan) -> dict[str, str]:
+    """{our parameter: its source} for every tensor the converter's plan copies without a transform."""
+    return {recipe.target: recipe.sources[0] for recipe in plan.recipes if len(recipe.sources) == 1 and not recipe.fn}
+
+
 def _check_training_gradients(theirs, mine, our_to_their_names: dict[str, str]):
     """Same loss, and the same gradient for every pair of parameters the converter copies unchanged."""
     (their_loss, their_grads), (my_loss, my_grads) = theirs, mine
@@ -165,18 +172,12 @@ def _check_training_gradients(theirs, mine, our_to_their_names: dict[str, str]):
 def test_paper_training_gradients_match(paper_reference, paper_vanilla_converted):
     """What a fine-tuning step sees: our backward (hand-written sLSTM backward, fused gate projections, chunkwise
     mLSTM over several chunks) against autograd through NX-AI's vanilla model, parameter by parameter."""
-    from modeling_xlstm.conversion.formats import paper_plan
-
     ours = XLSTMForCausalLM.from_pretrained(paper_vanilla_converted, chunk_size=8).train()
     x = tokens(2, 20, PAPER_VOCAB)
     theirs = _training_gradients(paper_reference, paper_reference, x)
     mine = _training_gradients(ours, lambda ids: ours(ids, use_cache=False).logits, x)
     source_shapes = {name: tuple(p.shape) for name, p in paper_reference.state_dict().items()}
-    copied = {
-        recipe.target: recipe.sources[0]
-        for recipe in paper_plan({"model": paper_model_config(PAPER_EXPERIMENT)}, source_shapes).recipes
-        if len(recipe.sources) == 1 and recipe.fn is None
-    }
+    copied = _copied_unchanged(paper_plan({"model": paper_model_config(PAPER_EXPERIMENT)}, source_shapes))
     assert any(".mixer.igate." in name for name in copied) and any(".mixer.q_proj." in name for name in copied)
     _check_training_gradients(theirs, mine, copied)
 
@@ -344,13 +345,10 @@ def test_hf_xlstm_training_gradients_match(hf_reference):
     x = tokens(2, 21, reference.config.vocab_size)
     theirs = _training_gradients(reference, lambda ids: reference(ids, use_cache=False).logits, x)
     mine = _training_gradients(ours, lambda ids: ours(ids, use_cache=False).logits, x)
-    names = {
-        name: name.replace(".norm_mixer.", ".norm_mlstm.").replace(".mixer.", ".mlstm_layer.")
-        for name in mine[1]
-        if name != "backbone.out_norm.bias"  # transformers' output norm has none (ours is zero, see the converter)
-    }
-    assert len(names) == len(theirs[1])
-    _check_training_gradients(theirs, mine, names)
+    source_shapes = {name: tuple(p.shape) for name, p in reference.state_dict().items()}
+    copied = _copied_unchanged(large_plan(reference.config.to_dict(), "hf-xlstm", source_shapes))
+    assert len(copied) == len(theirs[1])  # every parameter of theirs has its counterpart
+    _check_training_gradients(theirs, mine, copied)
 
 
 def test_dtype_and_single_shard(hf_reference, tmp_path):
