@@ -29,7 +29,10 @@ from transformers.cache_utils import (
     get_layer_types_and_kwargs,
 )
 
+from .kernels import autograd_records
+
 _STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 class StateLayout(NamedTuple):
     """What one block keeps per sequence (batch dimension left out): the shapes of its recurrent state tensors, in
@@ -259,7 +262,7 @@ def write_layer_state(
     if cache is None:
         return
     layer = _linear_layer(cache, layer_idx)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (*recurrent_state, conv_state) if t is not None):
+    if autograd_records(*recurrent_state, conv_state):
         for slot, tensor in enumerate(recurrent_state):
             layer.recurrent_states[slot] = tensor
             layer.is_recurrent_states_initialized[slot] = True

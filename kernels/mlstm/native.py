@@ -29,6 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import autograd_records
+
 MLSTMState = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -176,9 +178,7 @@ def mlstm_recurrent_step(
     Callers must use the returned state.
     """
     out_dtype, DHQK = v.dtype, q.shape[-1]
-    in_place = state is not None and not (
-        torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, i, f, *state))
-    )
+    in_place = state is not None and not autograd_records(q, k, v, i, f, *state)
     (q, k, v, i, f), (c, n, m) = _prepare(q, k, v, i, f, state)
     log_f_plus_m = F.logsigmoid(f).unsqueeze(-1) + m  # [B, NH, 1]
     i = i.unsqueeze(-1)

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from .. import autograd_records
 from ..triton_math import logsigmoid
 from . import native
 
@@ -859,7 +860,7 @@ def mlstm_recurrent_step(
         c, n, m = native.mlstm_zero_state(B, NH, DHQK, DHV, device=q.device)
     else:
         c, n, m = state
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, i, f, c, n, m)):
+    if autograd_records(q, k, v, i, f, c, n, m):
         h, c, n, m = _MLSTMStep.apply(q, k, v, i, f, c, n, m, float(eps))
     else:
         h, c, n, m = _step_forward(q, k, v, i, f, c, n, m, float(eps), in_place=True)

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from .. import autograd_records
+
 SLSTMState = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -411,7 +413,7 @@ def slstm_sequence(
         if bool(mask.all()):
             mask = None
     inputs = (gates_x, recurrent_kernel.to(dtype), bias.to(dtype), h0, c0, n0, m0)
-    if torch.is_grad_enabled() and any(x.requires_grad for x in inputs):
+    if autograd_records(*inputs):
         y, *final = SLSTMSequenceFunction.apply(*inputs, mask)
         return y, tuple(final)
     y, *final = _outputs(*_sequence_forward(*inputs, mask), gates_x.dtype)

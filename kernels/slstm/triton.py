@@ -41,6 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import autograd_records
 from ..triton_math import logsigmoid
 from . import native
 
@@ -588,7 +589,7 @@ def slstm_sequence(
     if S == 0:
         return gx.new_empty(B, 0, *gx.shape[3:]), (h0, c0, n0, m0)
     tensors = (gx, R, b, h0, c0, n0, m0)
-    if torch.is_grad_enabled() and any(x.requires_grad for x in tensors):
+    if autograd_records(*tensors):
         y, *final = SLSTMSequenceFunction.apply(*tensors, mask_u8)
         return y, tuple(final)
     y, final, _ = _forward(*tensors, mask_u8, save=False)
@@ -609,12 +610,7 @@ def slstm_step(
     """
     if gates_x.dtype == torch.float64:
         return native.slstm_step(gates_x, recurrent_kernel, bias, state, mask)
-    if torch.is_grad_enabled() and (
-        gates_x.requires_grad
-        or recurrent_kernel.requires_grad
-        or bias.requires_grad
-        or (state is not None and any(s.requires_grad for s in state))
-    ):
+    if autograd_records(gates_x, recurrent_kernel, bias, *(state or ())):
         y, new_state = slstm_sequence(
             gates_x.unsqueeze(1), recurrent_kernel, bias, state, None if mask is None else mask.unsqueeze(1)
         )
