@@ -6,8 +6,11 @@ Reproduces `hub_configs/xlstm-tiny-stdlib/`:
 
 What it does:
 
-1. Corpus: the standard library's own top-level source files (`sysconfig.get_paths()["stdlib"]/*.py`), split
-   by file into training and held-out files with a fixed hash of the file name (deterministic, no shuffling).
+1. Corpus: the standard library's own source files (`sysconfig.get_paths()["stdlib"]`). Its top-level `*.py`
+   files are split by file into training and held-out files with a fixed hash of the file name (deterministic, no
+   shuffling); with `--corpus packages` (the default) the `*.py` files of its packages join the training files
+   (test suites, applications and installed third-party packages left out: `EXCLUDED_FOLDERS`), so the held-out
+   files are the same for both corpora.
 2. Tokenizer: a byte-level BPE trained with the `tokenizers` library on the training files only.
 3. Three models with about the same parameter count, trained with `Trainer` on the same token budget (same
    steps, batch size, sequence length, learning-rate schedule and data order), and then each baseline again for
@@ -69,6 +72,13 @@ SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": 
 # Python code from outside the standard library for a second held-out figure: two pure-Python packages that
 # transformers itself depends on, so they are installed wherever this script runs
 EXTERNAL_PACKAGES = ("tqdm", "packaging")
+CORPORA = ("top-level", "packages")
+# Folders of the standard library whose files the "packages" corpus leaves out: test suites (test data in old or
+# deliberately broken syntax, and as much code again as the library), applications (IDLE, the turtle demos), the
+# Python 2 converter with its Python 2 fixtures, and third-party packages installed inside the stdlib folder.
+EXCLUDED_FOLDERS = frozenset(
+    {"test", "tests", "idlelib", "turtledemo", "lib2to3", "site-packages", "dist-packages", "__pycache__"}
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,11 +92,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Trainer output, the two baselines and results.json")
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES),
                         help="which models to train (the hub folder is written only when xlstm is among them)")
-    parser.add_argument("--held-out-percent", type=int, default=10, help="share of stdlib files held out")
+    parser.add_argument("--corpus", choices=CORPORA, default="packages",
+                        help="training files: the stdlib's top-level *.py files not held out, and with 'packages' "
+                        "also the *.py files of its packages (held out: top-level files only, the same for both)")
+    parser.add_argument("--held-out-percent", type=int, default=10, help="share of top-level stdlib files held out")
     parser.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size (incl. the EOS token)")
     parser.add_argument("--block-size", type=int, default=256, help="tokens per training sequence / eval context")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-steps", type=int, default=400, help="optimizer steps per model (the token budget)")
+    parser.add_argument("--max-steps", type=int, default=720,
+                        help="optimizer steps per model (the token budget; with the defaults about one epoch of the "
+                        "'packages' corpus)")
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--warmup-ratio", type=float, default=0.1)
     parser.add_argument("--weight-decay", type=float, default=0.1)
@@ -119,17 +134,30 @@ def is_held_out(name: str, percent: int) -> bool:
     return zlib.crc32(name.encode("utf-8")) % 100 < percent
 
 
-def read_stdlib(percent: int) -> tuple[dict[str, str], dict[str, str], Path]:
-    root = Path(sysconfig.get_paths()["stdlib"])
+def read_stdlib(percent: int, corpus: str, root: Path | None = None) -> tuple[dict[str, str], dict[str, str], Path]:
+    """({name: text} of the training files, {name: text} of the held-out files, the stdlib folder).
+
+    Names are paths relative to the folder. Held out: the top-level files that `is_held_out`; with the "packages"
+    corpus the files of packages (outside EXCLUDED_FOLDERS) are training files, except copies of a held-out file.
+    """
+    root = Path(sysconfig.get_paths()["stdlib"]) if root is None else root
+    paths = sorted(root.glob("*.py"))
+    if corpus == "packages":
+        paths += sorted(p for p in root.glob("*/**/*.py") if not EXCLUDED_FOLDERS & set(p.relative_to(root).parts))
     train, held_out = {}, {}
-    for path in sorted(root.glob("*.py")):
+    for path in paths:  # top-level files first, so every held-out text is known before the packages' files
+        name = path.relative_to(root).as_posix()
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:  # unreadable or not UTF-8: leave it out of both sets
-            print(f"skipping {path.name}: {error}", file=sys.stderr)
+            print(f"skipping {name}: {error}", file=sys.stderr)
             continue
-        if text:
-            (held_out if is_held_out(path.name, percent) else train)[path.name] = text
+        if not text:
+            continue
+        if path.parent == root and is_held_out(name, percent):
+            held_out[name] = text
+        elif text not in held_out.values():
+            train[name] = text
     if not train or not held_out:
         raise SystemExit(f"error: found no usable *.py files in {root} for one of the splits")
     return train, held_out, root
@@ -363,6 +391,12 @@ def model_card(info: dict) -> str:
     wall_clock_note = (f" Not trained at equal wall-clock in this run: {', '.join(not_run)}." if not_run else "")
     d = info["data"]
     split_rule = f"crc32(file name) % 100 < {info['held_out_percent']}"
+    if d["corpus"] == "packages":
+        excluded = ", ".join(f"`{folder}`" for folder in sorted(EXCLUDED_FOLDERS))
+        corpus_rule = (f"the training files are the others and the `*.py` files of its packages "
+                       f"({d['train_package_files']} files; folders left out: {excluded}; no copy of a held-out file)")
+    else:
+        corpus_rule = "the training files are the others (the files of its packages are not used)"
     train_bpt = d["train_bytes"] / d["train_tokens"]
     held_out_bpt = d["held_out_bytes"] / d["held_out_tokens"]
     external_bpt = d["external_bytes"] / d["external_tokens"]
@@ -439,11 +473,12 @@ spread across seeds was not measured, so read differences of a few hundredths as
 
 ## Training setup
 
-- Corpus: the top-level `*.py` files of the standard library of Python {d['python_version']}
-  (the folder `sysconfig.get_paths()["stdlib"]`), split by file deterministically (held out when
-  `{split_rule}`): {d['train_files']} training files ({d['train_bytes']:,} bytes, {d['train_tokens']:,} tokens) and
-  {d['held_out_files']} held-out files ({d['held_out_bytes']:,} bytes, {d['held_out_tokens']:,} tokens), never seen
-  by the tokenizer or the models in training: {', '.join(d['held_out_names'])}.
+- Corpus: the standard library of Python {d['python_version']} (the folder `sysconfig.get_paths()["stdlib"]`). Its
+  top-level `*.py` files are split by file deterministically (held out when `{split_rule}`);
+  {corpus_rule}. {d['train_files']} training files ({d['train_bytes']:,} bytes,
+  {d['train_tokens']:,} tokens) and {d['held_out_files']} held-out files ({d['held_out_bytes']:,} bytes,
+  {d['held_out_tokens']:,} tokens), never seen by the tokenizer or the models in training:
+  {', '.join(d['held_out_names'])}.
 - Tokenizer: byte-level BPE trained with the `tokenizers` library on the training files only, vocabulary
   {info['vocab_size']:,} (one special token `{EOS}`, used as document separator, BOS, EOS and padding).
   {train_bpt:.2f} bytes per token on the training files, {held_out_bpt:.2f} on the held-out files,
@@ -549,7 +584,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)
 
-    train_texts, held_out_texts, stdlib = read_stdlib(args.held_out_percent)
+    train_texts, held_out_texts, stdlib = read_stdlib(args.held_out_percent, args.corpus)
     external_texts, external_versions = read_external_code()
     tokenizer = train_tokenizer(list(train_texts.values()), args.vocab_size)
     train_files = encode_files(tokenizer, list(train_texts.values()))
@@ -562,6 +597,8 @@ def main(argv: list[str] | None = None) -> None:
     data = {
         "python_version": platform.python_version(),
         "stdlib": str(stdlib),
+        "corpus": args.corpus,
+        "train_package_files": sum("/" in name for name in train_texts),
         "train_files": len(train_texts),
         "held_out_files": len(held_out_texts),
         "held_out_names": list(held_out_texts),

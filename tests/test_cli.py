@@ -384,6 +384,29 @@ def test_eval_windows_cover_every_token_once():
         assert len(inputs) == len(labels) <= 8 and inputs[1:] == labels[:-1]
 
 
+def test_packages_corpus_adds_training_files_only(tmp_path):
+    """The held-out files are the same top-level files for both corpora; package files (outside the excluded
+    folders) only ever join the training files, and a package's copy of a held-out file is left out."""
+    train_tiny = load_train_tiny()
+    top = {f"module_{i}.py": f"x = {i}\n" for i in range(60)}
+    held_name = next(n for n in top if train_tiny.is_held_out(n, 10))
+    package = {"pkg/a.py": "a = 1\n", "pkg/sub/b.py": "b = 2\n", "pkg/copy.py": top[held_name],
+               "test/test_a.py": "t = 1\n", "pkg/tests/c.py": "c = 3\n", "site-packages/dep/d.py": "d = 4\n",
+               "pkg/notes.txt": "not python\n"}
+    for name, text in {**top, **package}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+
+    train, held_out, root = train_tiny.read_stdlib(10, "top-level", root=tmp_path)
+    assert root == tmp_path and held_name in held_out
+    assert set(held_out) == {n for n in top if train_tiny.is_held_out(n, 10)}
+    assert set(train) == set(top) - set(held_out)
+
+    train_packages, held_out_packages, _ = train_tiny.read_stdlib(10, "packages", root=tmp_path)
+    assert held_out_packages == held_out
+    assert set(train_packages) == set(train) | {"pkg/a.py", "pkg/sub/b.py"}
+
+
 def test_held_out_split_is_deterministic():
     train_tiny = load_train_tiny()
     names = [f"module_{i}.py" for i in range(1000)]
