@@ -112,8 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=int, default=64, help="mLSTM chunk size")
     parser.add_argument("--eval-batch-size", type=int, default=32)
     parser.add_argument("--num-threads", type=int, default=max(1, min(4, (os.cpu_count() or 1) // 2)),
-                        help="torch CPU threads (on a busy 2-core machine 1 thread was 5x faster than 2: the small "
-                        "ops of the recurrences suffer from thread synchronisation under contention)")
+                        help="torch CPU threads (on an idle 2-core machine 2 threads trained 1.5-1.7x faster than 1; "
+                        "on a busy one 1 thread was 5x faster than 2: the small ops of the recurrences suffer from "
+                        "thread synchronisation under contention)")
     parser.add_argument("--wall-clock-baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
                         help="baselines trained a second time for the xLSTM's training time (none: skip)")
     parser.add_argument("--save-dtype", choices=sorted(SAVE_DTYPES), default="bfloat16",
