@@ -246,3 +246,35 @@ def test_soft_cap_values_and_gradient():
     torch.testing.assert_close(soft_cap(leaf, 15.0), expected, rtol=0, atol=1e-12)
     assert torch.autograd.gradcheck(lambda t: soft_cap(t, 15.0), (leaf,))
     assert soft_cap(x, None) is x
+
+
+@pytest.mark.parametrize(
+    "in_features, num_heads, blocks_per_group",
+    [(384, 96, 12), (512, 128, 8), (28, 7, 7), (44, 11, 11), (192, 4, 1), (8, 1, 1)],
+)
+def test_headwise_linear_groups_blocks_exactly(in_features, num_heads, blocks_per_group):
+    """Over a sequence, narrow blocks are multiplied in block-diagonal groups (a speed measure): outputs and
+    gradients equal those of each block multiplied on its own, in float64 (the zeros between the blocks add exact
+    zeros, so only the summation order can differ); a decode step (one token per row) gives the same outputs."""
+    from modeling_xlstm.modeling_xlstm import XLSTMHeadwiseLinear
+
+    generator = torch.Generator().manual_seed(0)
+    layer = XLSTMHeadwiseLinear(in_features, in_features, num_heads, bias=True).double()
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.copy_(torch.randn(parameter.shape, dtype=torch.float64, generator=generator))
+    assert layer.blocks_per_group == blocks_per_group
+    x = torch.randn(2, 5, in_features, dtype=torch.float64, generator=generator, requires_grad=True)
+    upstream = torch.randn(2, 5, in_features, dtype=torch.float64, generator=generator)
+
+    blocks = x.unflatten(-1, (num_heads, -1))
+    expected = torch.cat([blocks[..., h, :] @ layer.weight[h].T for h in range(num_heads)], dim=-1) + layer.bias
+    expected_grads = torch.autograd.grad(expected, (x, layer.weight, layer.bias), upstream)
+    got = layer(x)
+    grads = torch.autograd.grad(got, (x, layer.weight, layer.bias), upstream)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        steps = torch.cat([layer(x[:, t : t + 1]) for t in range(x.shape[1])], dim=1)
+    torch.testing.assert_close(steps, expected.detach(), rtol=1e-12, atol=1e-12)
