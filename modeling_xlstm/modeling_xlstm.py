@@ -181,7 +181,8 @@ class XLSTMHeadwiseLinear(nn.Module):
         block_inputs = in_features // num_heads
         # blocks per group: the largest divisor of num_heads whose group stays within GROUP_WIDTH inputs
         self.blocks_per_group = max(
-            n for n in range(1, num_heads + 1) if num_heads % n == 0 and (n == 1 or n * block_inputs <= self.GROUP_WIDTH)
+            (n for n in range(1, num_heads + 1) if num_heads % n == 0 and n * block_inputs <= self.GROUP_WIDTH),
+            default=1,
         )
 
     def grouped_weight(self) -> torch.Tensor:
