@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import modeling_xlstm  # noqa: F401
+from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
 from modeling_xlstm.__main__ import bundled_model_dir, main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -413,3 +415,27 @@ def test_held_out_split_is_deterministic():
     held = [n for n in names if train_tiny.is_held_out(n, 10)]
     assert held == [n for n in names if train_tiny.is_held_out(n, 10)]
     assert 50 < len(held) < 150
+
+
+def test_held_out_nll_is_unchanged_by_batching_and_padding():
+    """Windows of different lengths share right-padded batches; each window's NLL must be what it scores alone."""
+    train_tiny = load_train_tiny()
+    torch.manual_seed(0)
+    model = XLSTMForCausalLM(XLSTMConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, slstm_at=[1], block_style="paper", num_heads=4,
+        slstm_num_heads=4, chunk_size=4, pad_token_id=0,
+    ))
+    files = [[0] + torch.randint(1, 64, (n,)).tolist() for n in (3, 11, 6)]
+    windows = train_tiny.eval_windows(files, block_size=8)
+    batched, count = train_tiny.held_out_nll(model, windows, batch_size=len(windows), pad_id=0, desc="batched")
+    alone = [train_tiny.held_out_nll(model, [window], batch_size=1, pad_id=0, desc="alone") for window in windows]
+    assert count == sum(n for _, n in alone) == sum(len(ids) - 1 for ids in files)
+    # float32: the batched and the single-window forward sum in different orders (different shapes), nothing more
+    assert math.isclose(batched, sum(nll for nll, _ in alone), rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("flag, bf16", [([], False), (["--bf16"], True)])
+def test_train_tiny_bf16_flag_reaches_trainer(flag, bf16):
+    train_tiny = load_train_tiny()
+    args = train_tiny.parse_args(flag)
+    assert train_tiny.training_arguments(args, "xlstm", max_steps=10).bf16 is bf16
