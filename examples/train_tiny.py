@@ -14,9 +14,10 @@ What it does:
    files are the same for both corpora.
 2. Tokenizer: a byte-level BPE trained with the `tokenizers` library on the training files only.
 3. Three models with about the same parameter count, trained with `Trainer` on the same token budget (same
-   steps, batch size, sequence length, learning-rate schedule and data order), and then each baseline again for
-   the training time the xLSTM took (equal wall-clock: its steps are the xLSTM's training seconds divided by the
-   baseline's own seconds per step in the equal-token run; the schedule is scaled to those steps):
+   steps, batch size, sequence length, schedule shape and data order; GPT-2 at its own peak learning rate), and
+   then each baseline again for the time the xLSTM's steps take (equal wall-clock: its steps are the xLSTM's
+   times the ratio of their step times, measured side by side, the models taking turns; the schedule is scaled to
+   those steps):
    - `xlstm`: the paper-style xLSTM with sLSTM and mLSTM blocks (the bundled model),
    - `mlstm`: the same stack with mLSTM blocks only,
    - `gpt2`: a GPT-2-style transformer (`GPT2LMHeadModel`).
@@ -33,6 +34,10 @@ What it does:
 Before committing to a budget, time a few steps of each model and extrapolate:
 
     python examples/train_tiny.py --measure-steps 3
+
+A long run can be stopped (Ctrl-C, or the machine going away) and continued later with the same command plus
+`--resume`: finished models are kept in `--work-dir`, the interrupted one continues from its last checkpoint
+(every `--save-steps` steps); its training time counts each step once.
 """
 
 from __future__ import annotations
@@ -59,8 +64,10 @@ from transformers import (
     GPT2LMHeadModel,
     PreTrainedTokenizerFast,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 import modeling_xlstm  # noqa: F401  (registers the xlstm_stack model type)
 from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
@@ -69,6 +76,8 @@ REPO = Path(__file__).resolve().parent.parent
 EOS = "<|endoftext|>"
 MODEL_NAMES = ("xlstm", "mlstm", "gpt2")
 BASELINES = ("mlstm", "gpt2")
+# training steps per model timed side by side to set the equal wall-clock budgets (after one warm-up step each)
+SPEED_STEPS = 5
 SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Python code from outside the standard library for a second held-out figure: two pure-Python packages that
 # transformers itself depends on, so they are installed wherever this script runs
@@ -96,6 +105,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--corpus", choices=CORPORA, default="packages",
                         help="training files: the stdlib's top-level *.py files not held out, and with 'packages' "
                         "also the *.py files of its packages (held out: top-level files only, the same for both)")
+    parser.add_argument("--stdlib", default=sysconfig.get_paths()["stdlib"],
+                        help="the standard-library folder to train and evaluate on")
     parser.add_argument("--held-out-percent", type=int, default=10, help="share of top-level stdlib files held out")
     parser.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size (incl. the EOS token)")
     parser.add_argument("--block-size", type=int, default=256, help="tokens per training sequence / eval context")
@@ -104,8 +115,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="optimizer steps per model (the token budget; with the defaults 1.64 epochs of the "
                         "'packages' corpus)")
     parser.add_argument("--learning-rate", type=float, default=8e-3,
-                        help="peak learning rate (cosine schedule), the same for all models; at 360 steps the xLSTM "
+                        help="peak learning rate (cosine schedule) of the two xLSTM models; at 360 steps the xLSTM "
                         "scored 1.930 / 1.848 / 1.826 held-out bits/byte with 2e-3 / 4e-3 / 8e-3")
+    parser.add_argument("--gpt2-learning-rate", type=float, default=2e-3,
+                        help="peak learning rate of the GPT-2 baseline; at 720 steps it scored 2.0107 held-out "
+                        "bits/byte with 2e-3 and 2.0600 with 8e-3")
     parser.add_argument("--warmup-ratio", type=float, default=0.1)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--hidden-size", type=int, default=192, help="width of all three models")
@@ -119,7 +133,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "on a busy one 1 thread was 5x faster than 2: the small ops of the recurrences suffer from "
                         "thread synchronisation under contention)")
     parser.add_argument("--wall-clock-baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
-                        help="baselines trained a second time for the xLSTM's training time (none: skip)")
+                        help="baselines trained a second time for as long as the xLSTM's steps take, from step "
+                        "times measured side by side at the start of these runs (none: skip)")
     parser.add_argument("--bf16", action="store_true",
                         help="mixed precision: matmuls in bfloat16 under autocast, weights and optimizer in float32 "
                         "(Trainer's bf16=True); on a 2-core CPU with AVX512-BF16 a training step of the bundled "
@@ -129,8 +144,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="storage dtype of the saved xLSTM's weights (it loads and runs in float32)")
     parser.add_argument("--measure-steps", type=int, default=0,
                         help="only time this many training steps per model, extrapolate to --max-steps, and exit")
+    parser.add_argument("--save-steps", type=int, default=100,
+                        help="checkpoint every this many optimizer steps (the last one is kept), for --resume")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --work-dir with the same settings: finished models are "
+                        "kept, an unfinished one continues from its last checkpoint (a long CPU run can span "
+                        "several sessions); without it the script refuses a --work-dir holding checkpoints")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
+
+
+# Options that do not change what a run trains or measures; every other option must match to --resume a run
+NOT_RUN_SETTINGS = frozenset({"output_dir", "work_dir", "models", "wall_clock_baselines", "eval_batch_size",
+                              "num_threads", "save_dtype", "measure_steps", "save_steps", "resume"})
+
+
+def run_settings(args: argparse.Namespace) -> dict:
+    return {key: value for key, value in sorted(vars(args).items()) if key not in NOT_RUN_SETTINGS}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -331,19 +361,26 @@ def describe(model: torch.nn.Module) -> str:
     )
 
 
-def training_arguments(args: argparse.Namespace, name: str, max_steps: int) -> TrainingArguments:
+def learning_rate(args: argparse.Namespace, name: str) -> float:
+    return args.gpt2_learning_rate if name == "gpt2" else args.learning_rate
+
+
+def training_arguments(args: argparse.Namespace, run: str, max_steps: int) -> TrainingArguments:
+    """Trainer settings of one run: a model (`xlstm`, `mlstm`, `gpt2`), `_wall_clock` for a baseline's second run."""
     return TrainingArguments(
-        output_dir=str(Path(args.work_dir) / "trainer" / name),
+        output_dir=str(Path(args.work_dir) / "trainer" / run),
         per_device_train_batch_size=args.batch_size,
         max_steps=max_steps,
-        learning_rate=args.learning_rate,
+        learning_rate=learning_rate(args, run.removesuffix("_wall_clock")),
         lr_scheduler_type="cosine",
         warmup_steps=max(1, int(args.warmup_ratio * max_steps)),
         weight_decay=args.weight_decay,
         adam_beta2=0.95,
         max_grad_norm=1.0,
         logging_steps=10,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=1,
         report_to=[],
         seed=args.seed,
         data_seed=args.seed,
@@ -359,6 +396,7 @@ def training_arguments(args: argparse.Namespace, name: str, max_steps: int) -> T
 
 
 LABELS = {"xlstm": "xLSTM (sLSTM + mLSTM), this model", "mlstm": "xLSTM, mLSTM blocks only", "gpt2": "GPT-2"}
+SHORT_LABELS = {"xlstm": "xLSTM", "mlstm": "mLSTM-only", "gpt2": "GPT-2"}
 
 
 def model_card(info: dict) -> str:
@@ -414,6 +452,11 @@ def model_card(info: dict) -> str:
     epochs = info["token_budget"] / d["train_tokens"]
     trained_bpb = results["xlstm"]["eval"]["stdlib"]["bits_per_byte"]
     baselines = {name: results[name]["architecture"] if name in results else "not trained" for name in MODEL_NAMES}
+    speeds = ", ".join(f"{SHORT_LABELS[name]} {seconds:.3f} s" for name, seconds in info["step_seconds"].items())
+    speed_note = (f" A training step, median of {SPEED_STEPS} per model on one batch, the models taking turns: "
+                  f"{speeds}." if speeds else "")
+    parts = info["invocations"]
+    resumed = f" in {parts} parts (interrupted and continued with `--resume`)" if parts > 1 else ""
     return f"""---
 library_name: transformers
 pipeline_tag: text-generation
@@ -457,15 +500,16 @@ Greedy continuation of `def fibonacci(n):` (40 new tokens) by this folder's weig
 
 ## Results: held-out bits per byte
 
-Three models trained by the same script with the same data, data order, optimiser and schedule, and about the
-same parameter count. At equal tokens ({info['token_budget']:,} tokens, {info['max_steps']} steps each):
+Three models trained by the same script with the same data, data order, optimiser and schedule shape (GPT-2 at
+its own peak learning rate), and about the same parameter count. At equal tokens ({info['token_budget']:,} tokens,
+{info['max_steps']} steps each):
 
 {table(equal_tokens, ("parameters", "non-embedding"))}
 
 {verdict}
 
-At equal wall-clock: each baseline trained again, from the same seed, for as many steps as fit in the xLSTM's
-training time at its own speed in the equal-token run (the learning-rate schedule scaled to those steps):
+At equal wall-clock: each baseline trained again, from the same seed, for as many steps as take it as long as the
+xLSTM's {info['max_steps']} steps (the learning-rate schedule scaled to those steps).{speed_note}
 
 {table(equal_time, ("steps", "tokens"))}
 {wall_clock_note}
@@ -496,16 +540,15 @@ spread across seeds was not measured, so read differences of a few hundredths as
 - This model: {baselines['xlstm']}.
 - mLSTM-only baseline: {baselines['mlstm']}.
 - GPT-2 baseline: {baselines['gpt2']}.
-- Training (`transformers.Trainer`, identical for all models): {info['max_steps']} steps of
-  {info['batch_size']} x {info['block_size']} tokens = {info['token_budget']:,} tokens
+- Training (`transformers.Trainer`, identical for all models but the learning rate): {info['max_steps']} steps
+  of {info['batch_size']} x {info['block_size']} tokens = {info['token_budget']:,} tokens
   ({epochs:.2f} epochs of the training stream) at equal tokens, AdamW (beta2 0.95, weight decay
-  {info['weight_decay']}), peak learning rate {info['learning_rate']}, linear warm-up over the first
-  {info['warmup_ratio']:.0%} of the steps, then cosine decay,
-  gradient clipping 1.0, {info['precision']}, seed {info['seed']}. One learning rate for every model: the script's
-  default was picked for the xLSTM in short trials (its `--learning-rate` help gives them); the baselines were not
-  tuned.
+  {info['weight_decay']}), linear warm-up over the first {info['warmup_ratio']:.0%} of the steps, then cosine
+  decay, gradient clipping 1.0, {info['precision']}, seed {info['seed']}. Peak learning rate
+  {info['learning_rate']} for the two xLSTM models and {info['gpt2_learning_rate']} for GPT-2, each the best of the
+  rates tried in short runs (the script's `--learning-rate` and `--gpt2-learning-rate` help give them).
 - Hardware: {info['hardware']}, torch threads: {info['num_threads']}, shared with other jobs (times are indicative).
-- Total wall time of the script: {info['wall_minutes']:.1f} min. Date: {info['date']}.
+- Total wall time of the script: {info['wall_minutes']:.1f} min{resumed}. Date: {info['date']}.
 - Command: `{info['command']}` (torch {info['torch_version']}, transformers {info['transformers_version']}).
 
 ## Files
@@ -523,30 +566,39 @@ copy first: `python -m modeling_xlstm.hub_configs export xlstm-tiny-stdlib OUT` 
 # --------------------------------------------------------------------------------------------------------------
 
 
-def measure(args, train_set, tokenizer) -> None:
-    """Time a few optimizer steps of each model and extrapolate to --max-steps."""
-    total = 0.0
+def step_times(names: list[str], steps: int, args, train_set, tokenizer) -> dict[str, float]:
+    """Median seconds of a training step (forward, backward, AdamW) of each model on the first batch, after one
+    warm-up step each; the models take turns step by step, so that load from other processes hits all alike."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where Trainer would train
     batch = {key: value.to(device) for key, value in collate(train_set[: args.batch_size]).items()}
-    for name in args.models:
+    models, optimizers, times = {}, {}, {name: [] for name in names}
+    for name in names:
         torch.manual_seed(args.seed)
-        model = build_model(name, args, tokenizer).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
-        times = []
-        for _ in range(args.measure_steps + 1):  # the first step is a warm-up
+        models[name] = build_model(name, args, tokenizer).to(device)
+        optimizers[name] = torch.optim.AdamW(models[name].parameters(), lr=learning_rate(args, name))
+    for step in tqdm(range(steps + 1), desc=f"timing training steps of {', '.join(names)}"):
+        for name in names:
             start = time.perf_counter()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                loss = model(**batch).loss
+                loss = models[name](**batch).loss
             loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
+            optimizers[name].step()
+            optimizers[name].zero_grad()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        per_step = sorted(times[1:])[len(times[1:]) // 2]
-        total += per_step * args.max_steps
-        print(f"{name}: {count_parameters(model)[0]:,} parameters, {per_step:.2f} s/step (median of "
-              f"{args.measure_steps}) -> {per_step * args.max_steps / 60:.1f} min for {args.max_steps} steps")
+            if step:  # the first step of each is a warm-up
+                times[name].append(time.perf_counter() - start)
+    return {name: sorted(values)[len(values) // 2] for name, values in times.items()}
+
+
+def measure(args, train_set, tokenizer) -> None:
+    """Time a few optimizer steps of each model and extrapolate to --max-steps."""
+    times = step_times(args.models, args.measure_steps, args, train_set, tokenizer)
+    for name, per_step in times.items():
+        parameters = count_parameters(build_model(name, args, tokenizer))[0]
+        print(f"{name}: {parameters:,} parameters, {per_step:.2f} s/step (median of {args.measure_steps}) -> "
+              f"{per_step * args.max_steps / 60:.1f} min for {args.max_steps} steps")
+    total = sum(times.values()) * args.max_steps
     print(f"all models: about {total / 60:.1f} min of training for {args.max_steps} steps each (plus evaluation)")
 
 
@@ -564,33 +616,56 @@ def evaluate(model, eval_sets: dict, args, pad_id: int, name: str) -> dict:
     return figures
 
 
-def train_and_evaluate(name: str, max_steps: int, args, tokenizer, train_set, eval_sets: dict):
-    """Train one model from the same seed for `max_steps` steps; (result dict, trained model)."""
+class TrainingClock(TrainerCallback):
+    """Seconds spent training, summed over a run's resumed parts: each checkpoint keeps the total at its step, so
+    the steps repeated after an interruption (those after the last checkpoint) are counted once."""
+
+    FILE = "training_seconds.json"
+
+    def __init__(self, checkpoint: str | None):
+        self.before = json.loads((Path(checkpoint) / self.FILE).read_text()) if checkpoint else 0.0
+        self.start = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        (folder / self.FILE).write_text(json.dumps(self.seconds()))
+
+
+def train_and_evaluate(run: str, max_steps: int, args, tokenizer, train_set, eval_sets: dict):
+    """Train one model from the same seed for `max_steps` steps (with --resume from the run's last checkpoint, if
+    any); (result dict, trained model). `run` is the model's name, with `_wall_clock` for a baseline's second run."""
+    name = run.removesuffix("_wall_clock")
     torch.manual_seed(args.seed)
     model = build_model(name, args, tokenizer)
     parameters, non_embedding = count_parameters(model)
-    print(f"\n=== {name}, {max_steps} steps: {parameters:,} parameters ({non_embedding:,} non-embedding) ===")
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(args, name, max_steps),
-        train_dataset=train_set,
-        data_collator=collate,
-    )
-    start = time.perf_counter()
-    train_output = trainer.train()
-    train_seconds = time.perf_counter() - start
-    figures = evaluate(model, eval_sets, args, tokenizer.pad_token_id, name)
+    training = training_arguments(args, run, max_steps)
+    checkpoint = get_last_checkpoint(training.output_dir) if os.path.isdir(training.output_dir) else None
+    resumed = f", resumed from {Path(checkpoint).name}" if checkpoint else ""
+    print(f"\n=== {run}, {max_steps} steps{resumed}: {parameters:,} parameters ({non_embedding:,} non-embedding) ===")
+    clock = TrainingClock(checkpoint)
+    trainer = Trainer(model=model, args=training, train_dataset=train_set, data_collator=collate, callbacks=[clock])
+    trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = clock.seconds()
+    figures = evaluate(model, eval_sets, args, tokenizer.pad_token_id, run)
+    logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     result = {
         "architecture": describe(model),
         "parameters": parameters,
         "non_embedding_parameters": non_embedding,
+        "learning_rate": training.learning_rate,
         "steps": max_steps,
         "tokens": max_steps * args.batch_size * args.block_size,
-        "train_loss": train_output.training_loss,
+        "final_train_loss": sum(logged[-5:]) / len(logged[-5:]) if logged else None,  # last 50 steps' mean
         "train_seconds": train_seconds,
         "eval": figures,
     }
-    print(f"{name}: held-out {figures['stdlib']['bits_per_byte']:.4f} bits/byte on the standard library, "
+    print(f"{run}: held-out {figures['stdlib']['bits_per_byte']:.4f} bits/byte on the standard library, "
           f"{figures['external']['bits_per_byte']:.4f} on outside code; trained in {train_seconds / 60:.1f} min")
     return result, model
 
@@ -601,15 +676,39 @@ def hardware() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def previous_run(args: argparse.Namespace, work_dir: Path) -> dict | None:
+    """The state of the run to continue with --resume (None for a fresh run); refuses to mix two runs."""
+    state_file = work_dir / "results.json"
+    unfinished = sorted((work_dir / "trainer").glob(f"*/{PREFIX_CHECKPOINT_DIR}-*"))
+    if not args.resume:
+        if unfinished:
+            raise SystemExit(f"error: {work_dir} holds an unfinished run (checkpoints in {unfinished[0].parent}); "
+                             "pass --resume to continue it, or choose another --work-dir")
+        return None
+    if not state_file.exists():
+        raise SystemExit(f"error: --resume: no run to continue in {work_dir} (no results.json)")
+    state = json.loads(state_file.read_text())
+    differing = sorted(k for k in run_settings(args) if state.get("settings", {}).get(k) != run_settings(args)[k])
+    if differing:
+        raise SystemExit(f"error: --resume: the run in {work_dir} used other settings ({', '.join(differing)}); "
+                         "repeat its options, or start a fresh run in another --work-dir")
+    return state
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     wall_start = time.perf_counter()
+    work_dir = Path(args.work_dir)
+    previous = previous_run(args, work_dir)
     torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)
 
-    train_texts, held_out_texts, stdlib = read_stdlib(args.held_out_percent, args.corpus)
+    train_texts, held_out_texts, stdlib = read_stdlib(args.held_out_percent, args.corpus, Path(args.stdlib))
     external_texts, external_versions = read_external_code()
-    tokenizer = train_tokenizer(list(train_texts.values()), args.vocab_size)
+    if previous is None:
+        tokenizer = train_tokenizer(list(train_texts.values()), args.vocab_size)
+    else:  # the run's own tokenizer, so that the models trained so far and the data stay consistent
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(work_dir / "tokenizer")
     train_files = encode_files(tokenizer, list(train_texts.values()))
     held_out_files = encode_files(tokenizer, list(held_out_texts.values()))
     external_files = encode_files(tokenizer, list(external_texts.values()))
@@ -634,6 +733,10 @@ def main(argv: list[str] | None = None) -> None:
         "external_bytes": sum(len(t.encode("utf-8")) for t in external_texts.values()),
         "external_tokens": sum(len(ids) - 1 for ids in external_files),
     }
+    if previous is not None and previous["data"] != data:
+        changed = sorted(k for k in data if previous["data"].get(k) != data[k])
+        raise SystemExit(f"error: --resume: the corpus differs from the run's ({', '.join(changed)}); resume it "
+                         "where it started (same Python, same installed packages)")
     eval_sets = {
         "stdlib": (eval_windows(held_out_files, args.block_size), data["held_out_bytes"], data["held_out_tokens"]),
         "external": (eval_windows(external_files, args.block_size), data["external_bytes"], data["external_tokens"]),
@@ -651,38 +754,58 @@ def main(argv: list[str] | None = None) -> None:
     if token_budget > len(train_set) * args.block_size:
         print(f"note: the token budget {token_budget:,} exceeds one epoch; Trainer repeats the data")
 
-    work_dir = Path(args.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    results, trained = {}, {}
+    if previous is None:
+        tokenizer.save_pretrained(work_dir / "tokenizer")
+    results = {} if previous is None else previous["results"]
+    earlier_minutes = 0.0 if previous is None else previous["wall_minutes"]
+    invocations = 1 if previous is None else previous["invocations"] + 1
+    step_seconds = {} if previous is None else previous["step_seconds"]  # of the models, for equal wall-clock
+    if results:
+        print(f"resuming: {', '.join(results)} already trained")
+
+    def wall_minutes() -> float:
+        return earlier_minutes + (time.perf_counter() - wall_start) / 60
 
     def save_results() -> None:
-        (work_dir / "results.json").write_text(json.dumps({"data": data, "results": results}, indent=2))
+        state = {"settings": run_settings(args), "data": data, "results": results, "step_seconds": step_seconds,
+                 "wall_minutes": wall_minutes(), "invocations": invocations}
+        (work_dir / "results.json").write_text(json.dumps(state, indent=2))
 
-    for name in args.models:  # equal tokens
-        results[name], trained[name] = train_and_evaluate(name, args.max_steps, args, tokenizer, train_set, eval_sets)
-        trained[name].save_pretrained(work_dir / name)
+    def train(run: str, steps: int) -> None:
+        """Train and evaluate a run unless it finished before; its checkpoints go once its results are saved."""
+        if run in results:
+            return
+        results[run], model = train_and_evaluate(run, steps, args, tokenizer, train_set, eval_sets)
+        model.save_pretrained(work_dir / run)
         save_results()
-    if "xlstm" in results:  # equal wall-clock: as many steps as fit in the xLSTM's training time
-        for name in (n for n in args.wall_clock_baselines if n in results):
-            seconds_per_step = results[name]["train_seconds"] / args.max_steps
-            steps = max(1, round(results["xlstm"]["train_seconds"] / seconds_per_step))
+        shutil.rmtree(work_dir / "trainer" / run, ignore_errors=True)
+
+    save_results()
+    for name in args.models:  # equal tokens
+        train(name, args.max_steps)
+    baselines = [n for n in args.wall_clock_baselines if n in results and f"{n}_wall_clock" not in results]
+    if "xlstm" in results and baselines:
+        # equal wall-clock: as many steps as take a baseline as long as the xLSTM's steps, from step times measured
+        # side by side (a ratio that load on a shared machine, or a run spread over days, does not skew)
+        if not step_seconds:  # measured once per run, kept for the runs resumed later
+            step_seconds.update(step_times(["xlstm", *baselines], SPEED_STEPS, args, train_set, tokenizer))
+            save_results()
+        for name in baselines:
+            steps = max(1, round(args.max_steps * step_seconds["xlstm"] / step_seconds[name]))
             if steps == args.max_steps:  # the equal-token run already is the equal-time run
                 results[f"{name}_wall_clock"] = results[name]
                 continue
-            results[f"{name}_wall_clock"], model = train_and_evaluate(
-                name, steps, args, tokenizer, train_set, eval_sets
-            )
-            model.save_pretrained(work_dir / f"{name}_wall_clock")
-            save_results()
+            train(f"{name}_wall_clock", steps)
 
     print("\nheld-out bits per byte (standard library / outside code):")
     for name, r in results.items():
         print(f"  {name:<17} {r['eval']['stdlib']['bits_per_byte']:.4f} / {r['eval']['external']['bits_per_byte']:.4f}"
               f"  ({r['parameters']:,} parameters, {r['steps']} steps, {r['train_seconds'] / 60:.1f} min)")
-    if "xlstm" not in trained:
+    if "xlstm" not in results:
         return
 
-    model = trained["xlstm"]
+    model = XLSTMForCausalLM.from_pretrained(work_dir / "xlstm")  # as trained, float32
     out = Path(args.output_dir)
     if out.exists():
         shutil.rmtree(out)
@@ -725,6 +848,7 @@ def main(argv: list[str] | None = None) -> None:
         "max_steps": args.max_steps,
         "warmup_ratio": args.warmup_ratio,
         "learning_rate": args.learning_rate,
+        "gpt2_learning_rate": args.gpt2_learning_rate,
         "weight_decay": args.weight_decay,
         "vocab_size": len(tokenizer),
         "held_out_percent": args.held_out_percent,
@@ -733,9 +857,13 @@ def main(argv: list[str] | None = None) -> None:
         "num_threads": args.num_threads,
         "hardware": hardware(),
         "precision": "bfloat16 mixed precision (float32 weights)" if args.bf16 else "float32",
-        "wall_minutes": (time.perf_counter() - wall_start) / 60,
+        "wall_minutes": wall_minutes(),
+        "invocations": invocations,
+        "step_seconds": step_seconds,
         "date": datetime.date.today().isoformat(),
-        "command": " ".join(["python", "examples/train_tiny.py"] + [shlex.quote(a) for a in (argv or sys.argv[1:])]),
+        "command": " ".join(["python", "examples/train_tiny.py"]
+                            + [shlex.quote(a) for a in (argv or sys.argv[1:]) if a != "--resume"]),
+        "settings": run_settings(args),
         "torch_version": torch.__version__,
         "transformers_version": __import__("transformers").__version__,
     }
