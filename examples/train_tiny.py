@@ -67,7 +67,7 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import modeling_xlstm  # noqa: F401  (registers the xlstm_stack model type)
 from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
@@ -637,6 +637,13 @@ class TrainingClock(TrainerCallback):
         (folder / self.FILE).write_text(json.dumps(self.seconds()))
 
 
+def last_checkpoint(folder: str) -> str | None:
+    """The newest checkpoint in `folder` whose saving finished (TrainingClock writes its file after everything
+    Trainer saves), so that one cut short by an interruption is passed over."""
+    done = [path for path in Path(folder).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (path / TrainingClock.FILE).exists()]
+    return str(max(done, key=lambda path: int(path.name.rsplit("-", 1)[1]))) if done else None
+
+
 def train_and_evaluate(run: str, max_steps: int, args, tokenizer, train_set, eval_sets: dict):
     """Train one model from the same seed for `max_steps` steps (with --resume from the run's last checkpoint, if
     any); (result dict, trained model). `run` is the model's name, with `_wall_clock` for a baseline's second run."""
@@ -645,7 +652,7 @@ def train_and_evaluate(run: str, max_steps: int, args, tokenizer, train_set, eva
     model = build_model(name, args, tokenizer)
     parameters, non_embedding = count_parameters(model)
     training = training_arguments(args, run, max_steps)
-    checkpoint = get_last_checkpoint(training.output_dir) if os.path.isdir(training.output_dir) else None
+    checkpoint = last_checkpoint(training.output_dir)
     resumed = f", resumed from {Path(checkpoint).name}" if checkpoint else ""
     print(f"\n=== {run}, {max_steps} steps{resumed}: {parameters:,} parameters ({non_embedding:,} non-embedding) ===")
     clock = TrainingClock(checkpoint)

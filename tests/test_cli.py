@@ -500,6 +500,8 @@ def test_train_tiny_resumes_an_interrupted_run_as_if_uninterrupted(tmp_path, mon
     with pytest.raises(SystemExit, match="max_steps"):
         train_tiny.main(options("twice", "--resume", "--max-steps", "8"))
     assert (work / "trainer" / "mlstm_wall_clock" / "checkpoint-3").is_dir()
+    # a checkpoint whose saving was cut short by the interruption: passed over
+    (work / "trainer" / "mlstm_wall_clock" / "checkpoint-5").mkdir()
 
     trained = []
 
