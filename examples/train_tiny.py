@@ -3,7 +3,7 @@
 Reproduces `hub_configs/xlstm-tiny-stdlib/` (on a CPU with native bfloat16; without it, or for float32, leave out
 `--bf16`):
 
-    python examples/train_tiny.py --bf16 --num-threads 2
+    python examples/train_tiny.py --bf16 --num-threads 2 --gpt2-learning-rate 8e-3
 
 What it does:
 
@@ -67,6 +67,7 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import modeling_xlstm  # noqa: F401  (registers the xlstm_stack model type)
@@ -155,8 +156,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # Options that do not change what a run trains or measures; every other option must match to --resume a run
-NOT_RUN_SETTINGS = frozenset({"output_dir", "work_dir", "models", "wall_clock_baselines", "eval_batch_size",
-                              "num_threads", "save_dtype", "measure_steps", "save_steps", "resume"})
+NOT_RUN_SETTINGS = frozenset({"output_dir", "work_dir", "eval_batch_size", "num_threads", "save_dtype", "measure_steps",
+                              "save_steps", "resume"})
 
 
 def run_settings(args: argparse.Namespace) -> dict:
@@ -379,8 +380,7 @@ def training_arguments(args: argparse.Namespace, run: str, max_steps: int) -> Tr
         max_grad_norm=1.0,
         logging_steps=10,
         save_strategy="steps",
-        save_steps=args.save_steps,
-        save_total_limit=1,
+        save_steps=args.save_steps,  # TrainingClock deletes the older checkpoints once a new one is complete
         report_to=[],
         seed=args.seed,
         data_seed=args.seed,
@@ -455,8 +455,9 @@ def model_card(info: dict) -> str:
     speeds = ", ".join(f"{SHORT_LABELS[name]} {seconds:.3f} s" for name, seconds in info["step_seconds"].items())
     speed_note = (f" A training step, median of {SPEED_STEPS} per model on one batch, the models taking turns: "
                   f"{speeds}." if speeds else "")
-    parts = info["invocations"]
-    resumed = f" in {parts} parts (interrupted and continued with `--resume`)" if parts > 1 else ""
+    parts = info["parts"]
+    resumed = (f" in {len(parts)} parts (interrupted and continued with `--resume`: "
+               + "; ".join(f"{p['date']}, {p['minutes']:.1f} min" for p in parts) + ")") if len(parts) > 1 else ""
     return f"""---
 library_name: transformers
 pipeline_tag: text-generation
@@ -545,8 +546,8 @@ spread across seeds was not measured, so read differences of a few hundredths as
   ({epochs:.2f} epochs of the training stream) at equal tokens, AdamW (beta2 0.95, weight decay
   {info['weight_decay']}), linear warm-up over the first {info['warmup_ratio']:.0%} of the steps, then cosine
   decay, gradient clipping 1.0, {info['precision']}, seed {info['seed']}. Peak learning rate
-  {info['learning_rate']} for the two xLSTM models and {info['gpt2_learning_rate']} for GPT-2, each the best of the
-  rates tried in short runs (the script's `--learning-rate` and `--gpt2-learning-rate` help give them).
+  {info['learning_rate']} for the two xLSTM models and {info['gpt2_learning_rate']} for GPT-2 (the rates tried in
+  short runs are in the help of the script's `--learning-rate` and `--gpt2-learning-rate`).
 - Hardware: {info['hardware']}, torch threads: {info['num_threads']}, shared with other jobs (times are indicative).
 - Total wall time of the script: {info['wall_minutes']:.1f} min{resumed}. Date: {info['date']}.
 - Command: `{info['command']}` (torch {info['torch_version']}, transformers {info['transformers_version']}).
@@ -616,15 +617,31 @@ def evaluate(model, eval_sets: dict, args, pad_id: int, name: str) -> dict:
     return figures
 
 
+def write_json(path: Path, value) -> None:
+    """Write `value` as JSON in one step: a reader (or a run resumed after a kill) sees the old file or the new one."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=2))
+    os.replace(partial, path)
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
+
+
 class TrainingClock(TrainerCallback):
     """Seconds spent training, summed over a run's resumed parts: each checkpoint keeps the total at its step, so
-    the steps repeated after an interruption (those after the last checkpoint) are counted once."""
+    the steps repeated after an interruption (those after the last checkpoint) are counted once.
+
+    Its file, written after everything Trainer saves, marks a checkpoint as complete; only then are the older
+    checkpoints deleted, so that an interruption at any moment leaves a complete one. `on_checkpoint` runs after
+    each checkpoint (the script saves its progress there)."""
 
     FILE = "training_seconds.json"
 
-    def __init__(self, checkpoint: str | None):
+    def __init__(self, checkpoint: str | None, on_checkpoint):
         self.before = json.loads((Path(checkpoint) / self.FILE).read_text()) if checkpoint else 0.0
         self.start = time.perf_counter()
+        self.on_checkpoint = on_checkpoint
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = time.perf_counter()
@@ -634,17 +651,21 @@ class TrainingClock(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        (folder / self.FILE).write_text(json.dumps(self.seconds()))
+        write_json(folder / self.FILE, self.seconds())
+        for older in Path(args.output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+            if checkpoint_step(older) < state.global_step:
+                shutil.rmtree(older)
+        self.on_checkpoint()
 
 
 def last_checkpoint(folder: str) -> str | None:
-    """The newest checkpoint in `folder` whose saving finished (TrainingClock writes its file after everything
-    Trainer saves), so that one cut short by an interruption is passed over."""
+    """The newest complete checkpoint in `folder` (see TrainingClock); one cut short by an interruption is passed
+    over."""
     done = [path for path in Path(folder).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (path / TrainingClock.FILE).exists()]
-    return str(max(done, key=lambda path: int(path.name.rsplit("-", 1)[1]))) if done else None
+    return str(max(done, key=checkpoint_step)) if done else None
 
 
-def train_and_evaluate(run: str, max_steps: int, args, tokenizer, train_set, eval_sets: dict):
+def train_and_evaluate(run: str, max_steps: int, args, tokenizer, train_set, eval_sets: dict, on_checkpoint):
     """Train one model from the same seed for `max_steps` steps (with --resume from the run's last checkpoint, if
     any); (result dict, trained model). `run` is the model's name, with `_wall_clock` for a baseline's second run."""
     name = run.removesuffix("_wall_clock")
@@ -655,12 +676,20 @@ def train_and_evaluate(run: str, max_steps: int, args, tokenizer, train_set, eva
     checkpoint = last_checkpoint(training.output_dir)
     resumed = f", resumed from {Path(checkpoint).name}" if checkpoint else ""
     print(f"\n=== {run}, {max_steps} steps{resumed}: {parameters:,} parameters ({non_embedding:,} non-embedding) ===")
-    clock = TrainingClock(checkpoint)
-    trainer = Trainer(model=model, args=training, train_dataset=train_set, data_collator=collate, callbacks=[clock])
-    trainer.train(resume_from_checkpoint=checkpoint)
-    train_seconds = clock.seconds()
+    clock = TrainingClock(checkpoint, on_checkpoint)
+    if checkpoint is not None and checkpoint_step(Path(checkpoint)) == max_steps:
+        # trained to the end before the interruption: Trainer would take one more step, past the schedule's end
+        model = type(model).from_pretrained(checkpoint)
+        train_seconds = clock.before
+        log_history = json.loads((Path(checkpoint) / TRAINER_STATE_NAME).read_text())["log_history"]
+    else:
+        trainer = Trainer(model=model, args=training, train_dataset=train_set, data_collator=collate,
+                          callbacks=[clock])
+        trainer.train(resume_from_checkpoint=checkpoint)
+        train_seconds = clock.seconds()
+        log_history = trainer.state.log_history
     figures = evaluate(model, eval_sets, args, tokenizer.pad_token_id, run)
-    logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    logged = [entry["loss"] for entry in log_history if "loss" in entry]
     result = {
         "architecture": describe(model),
         "parameters": parameters,
@@ -686,16 +715,15 @@ def hardware() -> str:
 def previous_run(args: argparse.Namespace, work_dir: Path) -> dict | None:
     """The state of the run to continue with --resume (None for a fresh run); refuses to mix two runs."""
     state_file = work_dir / "results.json"
-    unfinished = sorted((work_dir / "trainer").glob(f"*/{PREFIX_CHECKPOINT_DIR}-*"))
+    state = json.loads(state_file.read_text()) if state_file.exists() else None
     if not args.resume:
-        if unfinished:
-            raise SystemExit(f"error: {work_dir} holds an unfinished run (checkpoints in {unfinished[0].parent}); "
-                             "pass --resume to continue it, or choose another --work-dir")
+        if state is not None and state.get("finished") is False:
+            raise SystemExit(f"error: {work_dir} holds an unfinished run; pass --resume to continue it, or choose "
+                             "another --work-dir")
         return None
-    if not state_file.exists():
-        raise SystemExit(f"error: --resume: no run to continue in {work_dir} (no results.json)")
-    state = json.loads(state_file.read_text())
-    differing = sorted(k for k in run_settings(args) if state.get("settings", {}).get(k) != run_settings(args)[k])
+    if state is None or "settings" not in state:
+        raise SystemExit(f"error: --resume: no run to continue in {work_dir}")
+    differing = sorted(key for key, value in run_settings(args).items() if state["settings"].get(key) != value)
     if differing:
         raise SystemExit(f"error: --resume: the run in {work_dir} used other settings ({', '.join(differing)}); "
                          "repeat its options, or start a fresh run in another --work-dir")
@@ -764,34 +792,35 @@ def main(argv: list[str] | None = None) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     if previous is None:
         tokenizer.save_pretrained(work_dir / "tokenizer")
-    results = {} if previous is None else previous["results"]
-    earlier_minutes = 0.0 if previous is None else previous["wall_minutes"]
-    invocations = 1 if previous is None else previous["invocations"] + 1
-    step_seconds = {} if previous is None else previous["step_seconds"]  # of the models, for equal wall-clock
-    if results:
-        print(f"resuming: {', '.join(results)} already trained")
-
-    def wall_minutes() -> float:
-        return earlier_minutes + (time.perf_counter() - wall_start) / 60
+        state = {"settings": run_settings(args), "data": data, "results": {}, "step_seconds": {}, "parts": [],
+                 "finished": False}
+    else:
+        state = previous
+        print(f"resuming: {', '.join(state['results']) or 'no model'} trained before")
+    results, step_seconds = state["results"], state["step_seconds"]
+    part = None
+    if not state["finished"]:  # this invocation trains: a new part of the run
+        part = {"date": datetime.date.today().isoformat(), "hardware": hardware(), "num_threads": args.num_threads,
+                "minutes": 0.0}
+        state["parts"].append(part)
 
     def save_results() -> None:
-        state = {"settings": run_settings(args), "data": data, "results": results, "step_seconds": step_seconds,
-                 "wall_minutes": wall_minutes(), "invocations": invocations}
-        (work_dir / "results.json").write_text(json.dumps(state, indent=2))
+        if part is not None:
+            part["minutes"] = (time.perf_counter() - wall_start) / 60
+        write_json(work_dir / "results.json", state)
 
     def train(run: str, steps: int) -> None:
         """Train and evaluate a run unless it finished before; its checkpoints go once its results are saved."""
-        if run in results:
-            return
-        results[run], model = train_and_evaluate(run, steps, args, tokenizer, train_set, eval_sets)
-        model.save_pretrained(work_dir / run)
-        save_results()
+        if run not in results:
+            results[run], model = train_and_evaluate(run, steps, args, tokenizer, train_set, eval_sets, save_results)
+            model.save_pretrained(work_dir / run)
+            save_results()
         shutil.rmtree(work_dir / "trainer" / run, ignore_errors=True)
 
     save_results()
     for name in args.models:  # equal tokens
         train(name, args.max_steps)
-    baselines = [n for n in args.wall_clock_baselines if n in results and f"{n}_wall_clock" not in results]
+    baselines = [n for n in args.wall_clock_baselines if n in results]
     if "xlstm" in results and baselines:
         # equal wall-clock: as many steps as take a baseline as long as the xLSTM's steps, from step times measured
         # side by side (a ratio that load on a shared machine, or a run spread over days, does not skew)
@@ -802,8 +831,10 @@ def main(argv: list[str] | None = None) -> None:
             steps = max(1, round(args.max_steps * step_seconds["xlstm"] / step_seconds[name]))
             if steps == args.max_steps:  # the equal-token run already is the equal-time run
                 results[f"{name}_wall_clock"] = results[name]
-                continue
-            train(f"{name}_wall_clock", steps)
+            else:
+                train(f"{name}_wall_clock", steps)
+    state["finished"] = True
+    save_results()
 
     print("\nheld-out bits per byte (standard library / outside code):")
     for name, r in results.items():
@@ -845,9 +876,10 @@ def main(argv: list[str] | None = None) -> None:
         output = shipped.generate(prompt, max_new_tokens=40, do_sample=False)
     sample = tokenizer.decode(output[0], skip_special_tokens=True)
 
+    save_results()
+    parts = state["parts"]
     info = {
-        "results": results,
-        "data": data,
+        **state,
         "sample": sample,
         "token_budget": token_budget,
         "block_size": args.block_size,
@@ -861,21 +893,18 @@ def main(argv: list[str] | None = None) -> None:
         "held_out_percent": args.held_out_percent,
         "save_dtype": args.save_dtype,
         "seed": args.seed,
-        "num_threads": args.num_threads,
-        "hardware": hardware(),
+        "hardware": " / ".join(dict.fromkeys(part["hardware"] for part in parts)),
+        "num_threads": " / ".join(dict.fromkeys(str(part["num_threads"]) for part in parts)),
         "precision": "bfloat16 mixed precision (float32 weights)" if args.bf16 else "float32",
-        "wall_minutes": wall_minutes(),
-        "invocations": invocations,
-        "step_seconds": step_seconds,
-        "date": datetime.date.today().isoformat(),
+        "wall_minutes": sum(part["minutes"] for part in parts),
+        "date": parts[-1]["date"],
         "command": " ".join(["python", "examples/train_tiny.py"]
                             + [shlex.quote(a) for a in (argv or sys.argv[1:]) if a != "--resume"]),
-        "settings": run_settings(args),
         "torch_version": torch.__version__,
         "transformers_version": __import__("transformers").__version__,
     }
     (out / "README.md").write_text(model_card(info))
-    (work_dir / "results.json").write_text(json.dumps(info, indent=2))
+    write_json(work_dir / "results.json", info)
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"\nwrote {out} ({size / 1e6:.2f} MB) in {info['wall_minutes']:.1f} min")
 

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -500,9 +501,13 @@ def test_train_tiny_resumes_an_interrupted_run_as_if_uninterrupted(tmp_path, mon
     with pytest.raises(SystemExit, match="max_steps"):
         train_tiny.main(options("twice", "--resume", "--max-steps", "8"))
     assert (work / "trainer" / "mlstm_wall_clock" / "checkpoint-3").is_dir()
-    # a checkpoint whose saving was cut short by the interruption: passed over
-    (work / "trainer" / "mlstm_wall_clock" / "checkpoint-5").mkdir()
+    # a checkpoint whose saving was cut short by the interruption (everything but the training clock): passed over
+    shutil.copytree(work / "trainer" / "mlstm_wall_clock" / "checkpoint-3",
+                    work / "trainer" / "mlstm_wall_clock" / "checkpoint-5",
+                    ignore=shutil.ignore_patterns("training_seconds.json"))
 
+    # as if the first part had trained for 1,000 s before its checkpoint at step 3
+    (work / "trainer" / "mlstm_wall_clock" / "checkpoint-3" / "training_seconds.json").write_text("1000.0")
     trained = []
 
     class RecordingTrainer(train_tiny.Trainer):
@@ -512,21 +517,35 @@ def test_train_tiny_resumes_an_interrupted_run_as_if_uninterrupted(tmp_path, mon
 
     monkeypatch.setattr(train_tiny, "Trainer", RecordingTrainer)
     monkeypatch.setattr(train_tiny, "step_times", None)  # measured once, before the interruption
+    evaluate = train_tiny.evaluate
+
+    def evaluate_then_stop(model, eval_sets, args, pad_id, name):
+        if name == "mlstm_wall_clock":
+            raise Interrupted
+        return evaluate(model, eval_sets, args, pad_id, name)
+
+    with monkeypatch.context() as patch:  # interrupted again, after its last step
+        patch.setattr(train_tiny, "evaluate", evaluate_then_stop)
+        with pytest.raises(Interrupted):
+            train_tiny.main(options("twice", "--resume"))
+    assert trained == [("mlstm_wall_clock", "checkpoint-3")]  # the others had finished before the interruption
+    assert sorted(p.name for p in (work / "trainer" / "mlstm_wall_clock").iterdir()) == ["checkpoint-9"]
     train_tiny.main(options("twice", "--resume"))
     twice = json.loads((work / "results.json").read_text())
 
-    assert trained == [("mlstm_wall_clock", "checkpoint-3")]  # the others had finished before the interruption
-    assert not (work / "trainer" / "mlstm_wall_clock").exists()  # a finished run's checkpoints go
+    assert trained == [("mlstm_wall_clock", "checkpoint-3")]  # trained to the end: loaded, not trained a step more
+    assert not (work / "trainer").exists() or not any((work / "trainer").iterdir())  # finished runs' checkpoints go
     assert twice["results"]["mlstm_wall_clock"]["steps"] == 9
-    assert twice["invocations"] == 2 and "--resume" not in twice["command"]
+    assert len(twice["parts"]) == 3 and twice["finished"] and "--resume" not in twice["command"]
     for run in ("xlstm", "mlstm", "mlstm_wall_clock"):
         for set_name in ("stdlib", "external"):
             # the same steps on the same data from the restored weights, optimizer, schedule and random state, in
             # the same float32 ops: the same numbers
             assert twice["results"][run]["eval"][set_name] == once["results"][run]["eval"][set_name]
-    assert 0 < twice["results"]["mlstm_wall_clock"]["train_seconds"]
+    assert twice["sample"] == once["sample"]  # the run's own tokenizer, reloaded from the work dir
+    assert 1000 < twice["results"]["mlstm_wall_clock"]["train_seconds"] < 1000 + 60  # the parts' times add up
     card = (tmp_path / "twice" / "hub" / "README.md").read_text()
-    assert "in 2 parts" in card and "xLSTM 1.500 s, mLSTM-only 1.000 s" in card
+    assert "in 3 parts" in card and "xLSTM 1.500 s, mLSTM-only 1.000 s" in card
 
 
 def test_train_tiny_measure_steps_times_every_model(tmp_path, capsys):
