@@ -150,7 +150,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run in --work-dir with the same settings: finished models are "
                         "kept, an unfinished one continues from its last checkpoint (a long CPU run can span "
-                        "several sessions); without it the script refuses a --work-dir holding checkpoints")
+                        "several sessions); without it the script refuses a --work-dir holding an unfinished run")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
