@@ -64,7 +64,7 @@ class XLSTMConfig(PreTrainedConfig):
         tie_word_embeddings: Share the input embedding and the LM head.
         qk_dim_factor / v_dim_factor: Large style: q/k and v widths as fractions of `hidden_size`.
         gate_soft_cap: Large style: soft cap of the mLSTM gate pre-activations (`None` disables).
-        output_logit_soft_cap: Soft cap of the output logits (`None` disables).
+        output_logit_soft_cap: Soft cap of the output logits (`None` disables; alias `final_logit_softcapping`).
         weight_mode: Large style: `"single"` (separate q, k, v, gate projections) or `"fused"` (one matrix).
         ffn_proj_factor: Feed-forward width as a multiple of `hidden_size` (2.667 large, 1.3 paper).
         ffn_round_up_to_multiple_of: Feed-forward width is rounded up to a multiple of this.
@@ -89,6 +89,9 @@ class XLSTMConfig(PreTrainedConfig):
         "embedding_dim": "hidden_size",
         "num_blocks": "num_hidden_layers",
         "add_post_blocks_norm": "add_out_norm",
+        # the name Gemma 2 gave the logit soft cap, read by clients that compute the loss from the LM head's weights
+        # themselves (TRL 1.16's SFTTrainer, among others): without it they would train without the cap
+        "final_logit_softcapping": "output_logit_soft_cap",
     }
 
     vocab_size: int = 50304

@@ -106,6 +106,29 @@ def test_padding_changes_neither_logits_nor_loss_of_real_tokens(tokenizer, paddi
         torch.testing.assert_close(padded.loss, torch.stack(token_losses).sum() / n_targets, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("style", ["large", "paper"])
+def test_trl_sft_trainer_trains_the_models_own_loss_soft_cap_included(tmp_path, tokenizer, style):
+    """TRL's SFTTrainer computes the loss from the backbone's hidden states and the LM head's weights itself, reading
+    the logit soft cap under Gemma 2's name: it must get the loss of the model's own forward."""
+    trl = pytest.importorskip("trl")
+    from datasets import Dataset
+
+    model = randomize_(make_model(tokenizer, style, eos_token_id=tokenizer.eos_token_id, output_logit_soft_cap=1.0))
+    args = trl.SFTConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1, report_to=[], use_cpu=True,
+        disable_tqdm=True, max_length=64, dataset_text_field="text", dataloader_num_workers=0,
+        completion_only_loss=False,
+    )
+    trainer = trl.SFTTrainer(
+        model=model, args=args, train_dataset=Dataset.from_dict({"text": CORPUS[:8]}), processing_class=tokenizer
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        own = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        theirs = trainer.compute_loss(trainer.model, dict(batch))
+    torch.testing.assert_close(theirs, own, rtol=1e-5, atol=0)
+
+
 def test_peft_lora_on_the_paper_mlstm_gates_is_applied(tokenizer):
     """The paper mLSTM layer computes its two gates in one matmul over a sequence; a LoRA adapter on those gate
     modules must still count (the adapted model gives the merged model's logits), over a sequence and when
