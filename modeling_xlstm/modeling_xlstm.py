@@ -35,6 +35,7 @@ from .compat import (
     save_under_own_names,
 )
 from .configuration_xlstm import XLSTMConfig
+from .kernels.lm_loss import linear_cross_entropy
 from .packing import PACKING_INPUTS, document_starts, packed_layout
 
 logger = logging.get_logger(__name__)
@@ -958,7 +959,8 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
             logits_to_keep: compute logits for the last `logits_to_keep` positions only (0 = all), or for the
                 positions in a 1-D index tensor.
         Returns:
-            `CausalLMOutputWithPast` with `loss`, `logits` [B, S', V] in float32 (soft-capped when configured), the
+            `CausalLMOutputWithPast` with `loss`, `logits` [B, S', V] in float32 (soft-capped when configured; None
+            when a loss is computed and `config.logits_with_loss` is False: the loss then never holds them), the
             cache (`.cache`, also readable as `.past_key_values`) and `hidden_states` if asked.
         """
         loss_kwargs = {key: kwargs.pop(key) for key in _LOSS_INPUTS if key in kwargs}
@@ -979,19 +981,55 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
             return_dict=True,
             **packing,
         )
-        hidden_states = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :]).float()
-        logits = soft_cap(logits, self.config.output_logit_soft_cap)
-
-        loss = None
-        if labels is not None or "shift_labels" in loss_kwargs:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **loss_kwargs)
+        hidden_states = outputs.last_hidden_state[:, keep, :]
+        with_loss = labels is not None or loss_kwargs.get("shift_labels") is not None
+        if with_loss and not self.config.logits_with_loss and self._lm_head_fusable():
+            logits, loss = None, self._loss_without_logits(hidden_states, labels, **loss_kwargs)
+        else:
+            logits = soft_cap(self.lm_head(hidden_states).float(), self.config.output_logit_soft_cap)
+            loss = None
+            if with_loss:
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **loss_kwargs)
 
         result = XLSTMCausalLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, **{CACHE_NAME: getattr(outputs, CACHE_NAME)}
         )
         return result if return_dict else result.to_tuple()
+
+    def _lm_head_fusable(self) -> bool:
+        """Whether the LM head is a plain nn.Linear whose weights the fused loss can read (an adapter or a quantized
+        layer in its place must be called as the module it is)."""
+        if type(self.lm_head) is nn.Linear:
+            return True
+        logger.warning_once(
+            f"logits_with_loss=False computes the loss from the LM head's weights, but the LM head is a "
+            f"{type(self.lm_head).__name__}, not an nn.Linear; computing the loss from the full logits instead."
+        )
+        return False
+
+    def _loss_without_logits(
+        self,
+        hidden_states: torch.Tensor,
+        labels: torch.Tensor | None,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        ignore_index: int = -100,
+        shift_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The loss transformers' `ForCausalLMLoss` computes from the logits, here from the hidden states [B, S, D]
+        without holding the logits (`modeling_xlstm.kernels.lm_loss`)."""
+        if shift_labels is None:
+            shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+        targets = shift_labels.reshape(-1).to(hidden_states.device)
+        summed = linear_cross_entropy(
+            hidden_states.reshape(-1, hidden_states.shape[-1]), self.lm_head.weight, self.lm_head.bias, targets,
+            soft_cap=self.config.output_logit_soft_cap, ignore_index=ignore_index,
+        )
+        if num_items_in_batch is None:
+            return summed / (targets != ignore_index).sum()
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(summed.device)
+        return summed / num_items_in_batch
 
 
 __all__ = ["XLSTMPreTrainedModel", "XLSTMModel", "XLSTMForCausalLM", "XLSTMBlock", "state_layouts"]
