@@ -168,7 +168,7 @@ def main() -> None:
     compare(
         {"cpu_train_tok_s_bundled_fused_loss": step_function(fused_loss_model(ours), ids, our_loss)},
         step_function(ours, ids, our_loss),
-        B * args.seq_len, "the same model computing its loss from the full logits (logits_with_loss=True)", device,
+        args.steps, B * args.seq_len, "the same model computing its loss from the full logits (logits_with_loss=True)", device,
         f"B={B}, T={args.seq_len}, the bundled xlstm-tiny-stdlib architecture (vocab {config.vocab_size}, hidden "
         f"{config.hidden_size}, {config.num_hidden_layers} blocks, sLSTM at 1, paper style), random weights, fp32, "
         f"median of {args.steps}", not args.no_record,
