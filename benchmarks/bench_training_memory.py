@@ -1,21 +1,27 @@
-"""Peak memory and time of one training step (forward + backward) on CPU, with and without gradient
-checkpointing, on the same model and batch.
+"""Peak memory and time of one training step (forward + backward) on CPU, on the same model and batch:
 
-Each setting runs in a fresh subprocess; its peak is the growth of the process's maximum resident set size
-during the step (after the model and batch exist), which is what the step's activations and gradients cost.
+- with and without gradient checkpointing (vocabulary 2,048);
+- with the loss computed without the logits (`logits_with_loss=False`) and from them, at the 7B models' vocabulary
+  of 50,304, where the [B, T, V] float32 logits and their gradients outweigh the activations.
 
-    python -m benchmarks.bench_training_memory [--seq-len 1024] [--batch 4]
+Each step runs in a fresh subprocess; its peak is the growth of the process's maximum resident set size during the
+step (after the model and batch exist), which is what the step's activations and gradients cost. The settings
+alternate, `--repeats` rounds, and each figure is the median of its rounds.
+
+    python -m benchmarks.bench_training_memory [--seq-len 1024] [--batch 4] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import statistics
 import subprocess
 import sys
 
-from benchmarks.results import expect, record
+import torch
+
+from benchmarks.results import cpu_name, expect, record
 
 expect(
     "train_step_peak_memory_cpu_gradient_checkpointing",
@@ -25,18 +31,34 @@ expect(
     "train_step_time_cpu_gradient_checkpointing",
     "CPU time of one forward+backward with gradient checkpointing vs without (same model and batch)",
 )
+expect(
+    "train_step_peak_memory_cpu_fused_loss",
+    "CPU peak memory of one forward+backward with logits_with_loss=False vs True (vocabulary 50,304)",
+)
+expect(
+    "train_step_time_cpu_fused_loss",
+    "CPU time of one forward+backward with logits_with_loss=False vs True (vocabulary 50,304)",
+)
+
+# setting -> (vocabulary, gradient checkpointing, logits_with_loss)
+SETTINGS = {
+    "plain": (2048, False, True),
+    "checkpointing": (2048, True, True),
+    "plain_large_vocab": (50304, False, True),
+    "fused_loss_large_vocab": (50304, False, False),
+}
 
 STEP = r"""
 import json, resource, sys, time, torch
 from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
-checkpointing, batch, seq_len = sys.argv[1] == "1", int(sys.argv[2]), int(sys.argv[3])
+vocab, checkpointing, logits_with_loss, batch, seq_len = json.loads(sys.argv[1])
 torch.manual_seed(0)
-config = XLSTMConfig(vocab_size=2048, hidden_size=256, num_hidden_layers=6, slstm_at=[1], num_heads=4,
-                     block_style="paper", chunk_size=64)
+config = XLSTMConfig(vocab_size=vocab, hidden_size=256, num_hidden_layers=6, slstm_at=[1], num_heads=4,
+                     block_style="paper", chunk_size=64, logits_with_loss=logits_with_loss)
 model = XLSTMForCausalLM(config).train()
 if checkpointing:
     model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-ids = torch.randint(0, 2048, (batch, seq_len))
+ids = torch.randint(0, vocab, (batch, seq_len))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 model(ids, labels=ids).loss.backward()
@@ -46,9 +68,9 @@ print("RESULT " + json.dumps({"peak_mb": (peak - before) / 1024, "seconds": seco
 """
 
 
-def run_step(checkpointing: bool, batch: int, seq_len: int) -> dict:
+def run_step(setting: str, batch: int, seq_len: int) -> dict:
     result = subprocess.run(
-        [sys.executable, "-c", STEP, "1" if checkpointing else "0", str(batch), str(seq_len)],
+        [sys.executable, "-c", STEP, json.dumps([*SETTINGS[setting], batch, seq_len])],
         capture_output=True,
         text=True,
         check=True,
@@ -58,39 +80,37 @@ def run_step(checkpointing: bool, batch: int, seq_len: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3, help="alternated rounds of every setting")
     args = parser.parse_args()
     from tqdm import tqdm
 
-    measured = {}
-    for checkpointing in tqdm([False, True], desc="training steps"):
-        measured[checkpointing] = run_step(checkpointing, args.batch, args.seq_len)
-    device = f"CPU ({platform.processor() or platform.machine()})"
-    shape = f"B={args.batch} T={args.seq_len} hidden=256 blocks=6 (sLSTM at 1) paper style, fp32"
-    baseline = "same model without gradient checkpointing"
-    memory = record(
-        "train_step_peak_memory_cpu_gradient_checkpointing",
-        ours=round(measured[True]["peak_mb"], 1),
-        theirs=round(measured[False]["peak_mb"], 1),
-        competitor=baseline,
-        unit="MB",
-        better="lower",
-        device=device,
-        shape=shape,
-    )
-    timing = record(
-        "train_step_time_cpu_gradient_checkpointing",
-        ours=round(measured[True]["seconds"], 3),
-        theirs=round(measured[False]["seconds"], 3),
-        competitor=baseline,
-        unit="s",
-        better="lower",
-        device=device,
-        shape=shape,
-    )
-    print(json.dumps([memory, timing], indent=2))
+    runs = {setting: [] for setting in SETTINGS}
+    for _ in tqdm(range(args.repeats), desc="rounds of training steps"):
+        for setting in SETTINGS:
+            runs[setting].append(run_step(setting, args.batch, args.seq_len))
+    device = f"CPU {cpu_name()}, torch threads={torch.get_num_threads()}"
+    shape = f"B={args.batch} T={args.seq_len} hidden=256 blocks=6 (sLSTM at 1) paper style, fp32, median of {args.repeats}"
+    figures = []
+    for name, ours, theirs, baseline in (
+        ("gradient_checkpointing", "checkpointing", "plain", "same model without gradient checkpointing"),
+        ("fused_loss", "fused_loss_large_vocab", "plain_large_vocab",
+         "same model computing the loss from the full logits (logits_with_loss=True)"),
+    ):
+        for figure, key, unit, digits in (("peak_memory", "peak_mb", "MB", 1), ("time", "seconds", "s", 3)):
+            figures.append(record(
+                f"train_step_{figure}_cpu_{name}",
+                ours=round(statistics.median(run[key] for run in runs[ours]), digits),
+                theirs=round(statistics.median(run[key] for run in runs[theirs]), digits),
+                competitor=baseline,
+                unit=unit,
+                better="lower",
+                device=device,
+                shape=f"{shape}, vocabulary {SETTINGS[ours][0]}",
+            ))
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":
