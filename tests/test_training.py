@@ -211,9 +211,10 @@ def test_device_map_auto_splits_at_block_boundaries(tmp_path):
         torch.testing.assert_close(loaded(ids).logits, expected)
 
 
+@pytest.mark.parametrize("logits_with_loss", [True, False])
 @pytest.mark.parametrize("style", ["paper", "large"])
-def test_torch_compile_traces_the_training_step_without_graph_breaks(style):
-    model = randomize_(XLSTMForCausalLM(tiny_config(style))).train()
+def test_torch_compile_traces_the_training_step_without_graph_breaks(style, logits_with_loss):
+    model = randomize_(XLSTMForCausalLM(tiny_config(style, logits_with_loss=logits_with_loss))).train()
     ids = torch.randint(0, 97, (2, 12))
     explanation = torch._dynamo.explain(model)(ids, labels=ids)
     assert explanation.graph_break_count == 0, explanation.break_reasons
