@@ -20,11 +20,15 @@ import torch.nn.functional as F
 # on accelerators larger chunks keep the head's matmuls large.
 CHUNK_ELEMENTS = {"cpu": 1 << 22}
 DEFAULT_CHUNK_ELEMENTS = 1 << 26
+# Fewer rows leave the head's matmuls too thin: on a 2-core EPYC (fp32, D 256) the loss and gradients of 4,096 rows at
+# a vocabulary of 50,304 took 4.3 s in chunks of 64 rows, 3.4 s in chunks of 256, 3.1-3.2 s in chunks of 512-1,024.
+MIN_CHUNK_ROWS = 256
 
 
 def chunk_rows(num_rows: int, vocab_size: int, device_type: str) -> int:
     """Rows of logits per chunk on `device_type`."""
-    return max(1, min(num_rows, CHUNK_ELEMENTS.get(device_type, DEFAULT_CHUNK_ELEMENTS) // vocab_size))
+    rows = max(MIN_CHUNK_ROWS, CHUNK_ELEMENTS.get(device_type, DEFAULT_CHUNK_ELEMENTS) // vocab_size)
+    return max(1, min(num_rows, rows))
 
 
 def soft_capped(logits: torch.Tensor, cap: float | None) -> torch.Tensor:

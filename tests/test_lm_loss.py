@@ -42,6 +42,7 @@ def loss_and_grads(function, hidden, weight, bias, targets, **kwargs):
 def test_fused_loss_and_gradients_equal_the_full_logits(monkeypatch, chunk_rows, soft_cap, bias):
     hidden, weight, b, targets = loss_inputs(bias=bias)
     monkeypatch.setitem(lm_loss.CHUNK_ELEMENTS, "cpu", chunk_rows * weight.shape[0])
+    monkeypatch.setattr(lm_loss, "MIN_CHUNK_ROWS", 1)
     assert lm_loss.chunk_rows(hidden.shape[0], weight.shape[0], "cpu") == min(chunk_rows, hidden.shape[0])
     expected_loss, expected = loss_and_grads(linear_cross_entropy_reference, hidden, weight, b, targets,
                                              soft_cap=soft_cap)
