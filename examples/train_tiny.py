@@ -691,7 +691,7 @@ def train_and_evaluate(run: str, max_steps: int, args, tokenizer, train_set, eva
         train_seconds = clock.seconds()
         log_history = trainer.state.log_history
     if isinstance(model, XLSTMForCausalLM):
-        model.config.logits_with_loss = True  # as saved: a forward with labels returns logits, as users expect
+        model.config.logits_with_loss = True  # saved with the default: users' training steps return logits
     figures = evaluate(model, eval_sets, args, tokenizer.pad_token_id, run)
     logged = [entry["loss"] for entry in log_history if "loss" in entry]
     result = {

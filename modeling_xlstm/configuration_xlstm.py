@@ -65,11 +65,12 @@ class XLSTMConfig(PreTrainedConfig):
         qk_dim_factor / v_dim_factor: Large style: q/k and v widths as fractions of `hidden_size`.
         gate_soft_cap: Large style: soft cap of the mLSTM gate pre-activations (`None` disables).
         output_logit_soft_cap: Soft cap of the output logits (`None` disables; alias `final_logit_softcapping`).
-        logits_with_loss: Whether a forward given `labels` also returns the logits (default). With `False` the loss
-            is computed chunk by chunk straight from the last hidden states (LM head, soft cap and cross-entropy
-            fused, `modeling_xlstm.kernels.lm_loss`) and `logits` is `None`: the [B, S, V] float32 logits and their
-            gradient are never held, which saves memory and time in training at large vocabularies. Keep `True`
-            when something reads the logits of a forward with labels (metrics on logits, TRL's token accuracy).
+        logits_with_loss: Whether a forward in training mode given `labels` also returns the logits (default).
+            With `False` such a forward computes the loss chunk by chunk straight from the last hidden states (LM
+            head, soft cap and cross-entropy fused, `modeling_xlstm.kernels.lm_loss`) and returns `logits=None`: the
+            [B, S, V] float32 logits and their gradient are never held, which saves memory and time in training at
+            large vocabularies. In eval mode (evaluation, metrics on logits, generation) the logits are always
+            computed. Keep `True` when something reads the logits of training steps.
         weight_mode: Large style: `"single"` (separate q, k, v, gate projections) or `"fused"` (one matrix).
         ffn_proj_factor: Feed-forward width as a multiple of `hidden_size` (2.667 large, 1.3 paper).
         ffn_round_up_to_multiple_of: Feed-forward width is rounded up to a multiple of this.

@@ -960,7 +960,8 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
                 positions in a 1-D index tensor.
         Returns:
             `CausalLMOutputWithPast` with `loss`, `logits` [B, S', V] in float32 (soft-capped when configured; None
-            when a loss is computed and `config.logits_with_loss` is False: the loss then never holds them), the
+            in training mode when a loss is computed and `config.logits_with_loss` is False: the loss then never
+            holds them), the
             cache (`.cache`, also readable as `.past_key_values`) and `hidden_states` if asked.
         """
         loss_kwargs = {key: kwargs.pop(key) for key in _LOSS_INPUTS if key in kwargs}
@@ -984,7 +985,8 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         hidden_states = outputs.last_hidden_state[:, keep, :]
         with_loss = labels is not None or loss_kwargs.get("shift_labels") is not None
-        if with_loss and not self.config.logits_with_loss and self._lm_head_fusable():
+        # as Liger-Kernel's fused losses: only training steps skip the logits; evaluation and metrics still get them
+        if with_loss and self.training and not self.config.logits_with_loss and self._lm_head_fusable():
             logits, loss = None, self._loss_without_logits(hidden_states, labels, **loss_kwargs)
         else:
             logits = soft_cap(self.lm_head(hidden_states).float(), self.config.output_logit_soft_cap)

@@ -126,6 +126,17 @@ def test_without_labels_the_model_still_returns_logits():
     torch.testing.assert_close(fused(input_ids=input_ids).logits, full(input_ids=input_ids).logits)
 
 
+def test_in_eval_mode_a_forward_with_labels_returns_the_logits_and_their_loss():
+    """Evaluation (metrics on logits, Trainer.evaluate's predictions) still gets the logits."""
+    full, fused = model_pair("paper")
+    full.eval(), fused.eval()
+    input_ids = torch.randint(0, 97, (2, 9))
+    expected, got = full(input_ids=input_ids, labels=input_ids), fused(input_ids=input_ids, labels=input_ids)
+    assert got.logits is not None
+    torch.testing.assert_close(got.logits, expected.logits)
+    torch.testing.assert_close(got.loss, expected.loss)
+
+
 def test_an_lm_head_that_is_not_a_plain_linear_gets_the_full_logits_and_a_warning(caplog):
     class Wrapped(torch.nn.Linear):  # an adapter or a quantized layer in the head's place
         pass
@@ -146,13 +157,20 @@ def test_an_lm_head_that_is_not_a_plain_linear_gets_the_full_logits_and_a_warnin
     assert out.logits is not None
 
 
-def test_trainer_trains_and_evaluates_a_model_without_logits(tmp_path, tokenizer):  # noqa: F811
+def test_trainer_trains_without_logits_and_evaluates_with_them(tmp_path, tokenizer):  # noqa: F811
     torch.manual_seed(0)
     config = tiny_config("paper", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                          logits_with_loss=False)
-    trainer = make_trainer(tmp_path, XLSTMForCausalLM(config), tokenizer, max_steps=40)
+    model = XLSTMForCausalLM(config)
+    trainer = make_trainer(tmp_path, model, tokenizer, max_steps=40)
     before = trainer.evaluate()
+    logits_held = []  # per training step: whether its output held logits
+    hook = model.register_forward_hook(lambda module, args, out: logits_held.append(out.logits is not None))
     trainer.train()
+    hook.remove()
     after = trainer.evaluate()
+    assert len(logits_held) == 40 and not any(logits_held)
     assert after["eval_loss"] < 0.6 * before["eval_loss"]
     assert after["eval_perplexity"] == pytest.approx(math.exp(after["eval_loss"]))
+    predictions = trainer.predict(trainer.eval_dataset).predictions
+    assert predictions.shape[0] == len(trainer.eval_dataset) and predictions.shape[-1] == len(tokenizer)
