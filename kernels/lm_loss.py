@@ -105,10 +105,10 @@ def linear_cross_entropy(
     """Summed cross-entropy of `targets` [N] under the logits soft_cap(hidden [N, D] @ weight.T + bias) (float32),
     without holding those logits; rows whose target is `ignore_index` are left out. Matmuls run in the autocast dtype
     when autocast is on for hidden's device, in weight's dtype otherwise."""
-    if not torch.compiler.is_compiling():  # a host sync; under compile, the gather below fails on a bad index instead
-        counted = targets[targets != ignore_index]
-        if counted.numel() and (int(counted.min()) < 0 or int(counted.max()) >= weight.shape[0]):
-            bad = int(counted.min()) if int(counted.min()) < 0 else int(counted.max())
+    if not torch.compiler.is_compiling():  # one host sync; under compile, the gather below fails on a bad index instead
+        outside = (targets != ignore_index) & ((targets < 0) | (targets >= weight.shape[0]))
+        if outside.any():
+            bad = int(targets[outside][0])
             raise ValueError(
                 f"labels contain token id {bad}, outside the vocabulary [0, {weight.shape[0] - 1}] of the LM head; "
                 f"use ids below {weight.shape[0]}, or {ignore_index} for positions to leave out of the loss."

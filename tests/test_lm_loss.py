@@ -78,10 +78,11 @@ def test_under_bfloat16_autocast_the_matmuls_run_in_bfloat16_like_the_full_logit
         torch.testing.assert_close(g, e, rtol=2**-7, atol=2**-7 * e.abs().max().item())
 
 
-def test_a_label_outside_the_vocabulary_is_refused():
+@pytest.mark.parametrize("bad", [37, -5])
+def test_a_label_outside_the_vocabulary_is_refused(bad):
     hidden, weight, _, targets = loss_inputs()
-    targets[3] = weight.shape[0]
-    with pytest.raises(ValueError, match=r"labels contain token id 37, outside the vocabulary \[0, 36\]"):
+    targets[3] = bad
+    with pytest.raises(ValueError, match=rf"labels contain token id {bad}, outside the vocabulary \[0, 36\]"):
         linear_cross_entropy(hidden, weight, None, targets)
 
 
