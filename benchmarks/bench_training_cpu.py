@@ -50,8 +50,10 @@ expect(
 )
 for _name in ("cpu_train_tok_s_mlstm", "cpu_train_tok_s_paper_slstm"):
     expect(f"{_name}_fused_loss", f"as {_name}, ours with logits_with_loss=False (the loss without the logits)")
-expect("cpu_train_tok_s_bundled_fused_loss", "CPU training tokens/s of the bundled model's architecture at train_tiny's "
-       "batch, logits_with_loss=False vs True")
+expect(
+    "cpu_train_tok_s_bundled_fused_loss",
+    "CPU training tokens/s of the bundled model's architecture at train_tiny's batch, logits_with_loss=False vs True",
+)
 
 SIZES = dict(vocab_size=2048, hidden_size=256, num_hidden_layers=4, num_heads=4)
 
@@ -168,7 +170,8 @@ def main() -> None:
     compare(
         {"cpu_train_tok_s_bundled_fused_loss": step_function(fused_loss_model(ours), ids, our_loss)},
         step_function(ours, ids, our_loss),
-        args.steps, B * args.seq_len, "the same model computing its loss from the full logits (logits_with_loss=True)", device,
+        args.steps, B * args.seq_len,
+        "the same model computing its loss from the full logits (logits_with_loss=True)", device,
         f"B={B}, T={args.seq_len}, the bundled xlstm-tiny-stdlib architecture (vocab {config.vocab_size}, hidden "
         f"{config.hidden_size}, {config.num_hidden_layers} blocks, sLSTM at 1, paper style), random weights, fp32, "
         f"median of {args.steps}", not args.no_record,

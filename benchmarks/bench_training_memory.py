@@ -92,7 +92,8 @@ def main() -> None:
         for setting in SETTINGS:
             runs[setting].append(run_step(setting, args.batch, args.seq_len))
     device = f"CPU {cpu_name()}, torch threads={torch.get_num_threads()}"
-    shape = f"B={args.batch} T={args.seq_len} hidden=256 blocks=6 (sLSTM at 1) paper style, fp32, median of {args.repeats}"
+    shape = (f"B={args.batch} T={args.seq_len} hidden=256 blocks=6 (sLSTM at 1) paper style, fp32, "
+             f"median of {args.repeats}")
     figures = []
     for name, ours, theirs, baseline in (
         ("gradient_checkpointing", "checkpointing", "plain", "same model without gradient checkpointing"),

@@ -961,8 +961,7 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
         Returns:
             `CausalLMOutputWithPast` with `loss`, `logits` [B, S', V] in float32 (soft-capped when configured; None
             in training mode when a loss is computed and `config.logits_with_loss` is False: the loss then never
-            holds them), the
-            cache (`.cache`, also readable as `.past_key_values`) and `hidden_states` if asked.
+            holds them), the cache (`.cache`, also readable as `.past_key_values`) and `hidden_states` if asked.
         """
         loss_kwargs = {key: kwargs.pop(key) for key in _LOSS_INPUTS if key in kwargs}
         packing = {key: kwargs.pop(key) for key in PACKING_INPUTS if key in kwargs}
@@ -992,7 +991,9 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
             logits = soft_cap(self.lm_head(hidden_states).float(), self.config.output_logit_soft_cap)
             loss = None
             if with_loss:
-                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **loss_kwargs)
+                loss = self.loss_function(
+                    logits=logits, labels=labels, vocab_size=self.config.vocab_size, **loss_kwargs
+                )
 
         result = XLSTMCausalLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, **{CACHE_NAME: getattr(outputs, CACHE_NAME)}
