@@ -86,18 +86,20 @@ def test_a_label_outside_the_vocabulary_is_refused(bad):
         linear_cross_entropy(hidden, weight, None, targets)
 
 
-def model_pair(style):
+def model_pair(style, **config):
     torch.manual_seed(0)
-    full = randomize_(XLSTMForCausalLM(tiny_config(style, output_logit_soft_cap=3.0)))
-    fused = XLSTMForCausalLM(tiny_config(style, output_logit_soft_cap=3.0, logits_with_loss=False))
+    full = randomize_(XLSTMForCausalLM(tiny_config(style, output_logit_soft_cap=3.0, **config)))
+    fused = XLSTMForCausalLM(tiny_config(style, output_logit_soft_cap=3.0, logits_with_loss=False, **config))
     fused.load_state_dict(full.state_dict())
     return full, fused
 
 
 @pytest.mark.parametrize("style", ["large", "paper"])
-@pytest.mark.parametrize("loss_options", ["mean", "num_items_in_batch", "shift_labels"])
+@pytest.mark.parametrize("loss_options", ["mean", "num_items_in_batch", "shift_labels", "tied_embeddings"])
 def test_the_model_without_logits_has_the_loss_and_gradients_of_the_model_with_them(style, loss_options):
-    full, fused = model_pair(style)
+    # tied: the head's weight is the embedding's, and its gradient the sum of both uses
+    full, fused = model_pair(style, tie_word_embeddings=loss_options == "tied_embeddings")
+    assert (fused.lm_head.weight is fused.get_input_embeddings().weight) == (loss_options == "tied_embeddings")
     g = torch.Generator().manual_seed(1)
     input_ids = torch.randint(0, 97, (3, 21), generator=g)
     labels = input_ids.clone()
