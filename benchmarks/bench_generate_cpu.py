@@ -1,6 +1,6 @@
 """CPU generation throughput of our xLSTM and transformers' own `xLSTMForCausalLM`, side by side in one run, on the
 same small 7B-style configuration with the same weights; plus prefill throughput at 2,048 tokens and the flatness of
-our per-token decode time and memory over 2,000 generated tokens.
+the per-token decode time (both models) and memory over 2,000 generated tokens.
 
 Two model sizes (`--size`): `medium` (vocab 50304, hidden 512, 6 blocks; figure names as below) and `small` (vocab
 2048, hidden 256, 4 blocks, where per-token overhead weighs most; the same names with a `_small` suffix).
@@ -12,8 +12,8 @@ Figures (all recorded in results.jsonl / RESULTS.md):
 - prefill tokens/s at 2,048 tokens: the forward that generate() runs on the prompt (ours computes only the last
   position's logits, theirs all of them, as their generate() does), and the backbone alone (a like-for-like
   comparison of the layers and kernels);
-- our decode step time at token 2,000 / at token 50 (median of 31 steps of each, alternated; target <= 1.3), and the
-  growth of the cache and of the process's resident memory between them (medium only);
+- the decode step time at token 2,000 / at token 50 (median of 31 steps of each, alternated; target <= 1.3), and the
+  growth of the cache and of the process's resident memory between them, ours beside theirs (medium only);
 - the matmul floor (benchmarks/matmul_bound.py) of a decode step at batch 1 and 8 and of the backbone prefill: the
   time of the model's matmuls alone, beside the competitor's time. Its ratio is the most any implementation of the
   model could reach against transformers' xLSTM at that shape.
@@ -23,12 +23,13 @@ machine hits both alike. By default torch uses one thread: on a small, shared ma
 each other for every small decode op, and the figures become erratic.
 
     python -m benchmarks.bench_generate_cpu [--size medium|small] [--threads 1] [--repeats 3] [--new-tokens 64]
-                                            [--decode-tokens 2000]
+                                            [--decode-tokens 2000] [--parts generate prefill decode]
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import time
@@ -72,6 +73,9 @@ for _suffix, _, _text in SIZES.values():
 expect("cpu_decode_step_time_ratio_t2000_vs_t50", "CPU decode time per token at token 2,000 / at token 50 (<= 1.3)")
 expect("cpu_decode_cache_growth_t50_to_t2000", "bytes the cache grows by between token 50 and token 2,000 (0 = flat)")
 expect("cpu_decode_rss_growth_mb_t50_to_t2000", "process resident memory growth between decode tokens 50 and 2,000")
+
+
+PARTS = ("generate", "prefill", "decode")
 
 
 def cpu_device(threads: int) -> str:
@@ -119,11 +123,11 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prefill-tokens", type=int, default=2048)
     parser.add_argument("--decode-tokens", type=int, default=2000)
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="which measurements to run (decode: medium size only)")
     args = parser.parse_args()
 
     import torch
-    from tqdm import tqdm
-    from transformers import CompileConfig
 
     torch.set_num_threads(args.threads)
     device = cpu_device(args.threads)
@@ -138,7 +142,21 @@ def main() -> None:
         same = torch.equal(ours.generate(prompt, max_new_tokens=8), theirs.generate(prompt, max_new_tokens=8))
     print(f"greedy tokens identical to transformers' xLSTM on the same weights: {same}")
 
-    # 1. generate() throughput at batch 1 and 8 ------------------------------------------------------------------
+    if "generate" in args.parts:
+        generate_throughput(ours, theirs, args, generator, device, suffix, config_text)
+    if "prefill" in args.parts:
+        prefill_throughput(ours, theirs, args, generator, device, suffix, config_text)
+    if "decode" in args.parts and args.size == "medium":
+        decode_flatness(ours, theirs, args.decode_tokens, generator, device, config_text)
+
+
+def generate_throughput(ours, theirs, args, generator, device: str, suffix: str, config_text: str) -> None:
+    """generate() new tokens/s at batch 1 and 8: ours eager and static-cache compiled, theirs, and the matmul floor."""
+    import torch
+    from tqdm import tqdm
+    from transformers import CompileConfig
+
+    vocab = ours.config.vocab_size
     n = args.new_tokens
     for batch in (1, 8):
         prompt = torch.randint(1, vocab, (batch, args.prompt_tokens), generator=generator)
@@ -178,13 +196,19 @@ def main() -> None:
             print(f"{name}: ours {entry['ours']:.1f} tok/s, theirs {theirs_tps:.1f} tok/s, ratio {entry['ratio']}")
         entry = record(
             f"cpu_generate_b{batch}_matmul_floor{suffix}", seconds["matmul_floor"] / n * 1e3,
-            seconds["theirs"] / n * 1e3, competitor(), "ms per new token (ours: the model's matmuls alone, a bound for any implementation)", "lower",
-            device, shape,
+            seconds["theirs"] / n * 1e3, competitor(),
+            "ms per new token (ours: the model's matmuls alone, a bound for any implementation)", "lower", device, shape,
         )
         print(f"batch {batch}: the matmuls alone take {entry['ours']:.2f} ms per step, theirs {entry['theirs']:.2f} ms "
               f"per new token: no implementation can be more than {entry['ratio']:.2f}x faster")
 
-    # 2. prefill at 2,048 tokens -----------------------------------------------------------------------------------
+def prefill_throughput(ours, theirs, args, generator, device: str, suffix: str, config_text: str) -> None:
+    """Prefill tokens/s at --prefill-tokens: the forward generate() runs on the prompt, and the backbone alone (with
+    its matmul floor)."""
+    import torch
+    from tqdm import tqdm
+
+    vocab = ours.config.vocab_size
     T = args.prefill_tokens
     ids = torch.randint(1, vocab, (1, T), generator=generator)
 
@@ -223,67 +247,88 @@ def main() -> None:
             )
             print(f"prefill: the matmuls alone take {entry['ours']:.0f} ms, theirs {entry['theirs']:.0f} ms: no "
                   f"implementation can be more than {entry['ratio']:.2f}x faster")
-    if args.size != "medium":
-        return
 
-    # 3. decode time and memory over 2,000 tokens (ours) -----------------------------------------------------------
-    # One sequence is decoded to token 50, another to token 2,000; then steps of the two are timed alternately, so
-    # that load from other processes, which drifts over the minutes the 2,000 tokens take, hits both alike.
-    steps, samples = args.decode_tokens, 31
+def decode_flatness(ours, theirs, steps: int, generator, device: str, config_text: str) -> None:
+    """Each model decodes one sequence to token 50 and another to token `steps`; then single steps of the four
+    sequences are timed in turn (ours early, ours late, theirs early, theirs late), so that load from other processes,
+    which drifts over the minutes the long sequences take, hits all alike. Also the bytes of each cache and the
+    process's resident memory at token 50 and at the end of each model's long sequence (ours decodes first)."""
+    import torch
+    from tqdm import tqdm
 
-    def cache_bytes(cache) -> int:
+    samples = 31
+    vocab = ours.config.vocab_size
+    # transformers 5.24 renamed the cache argument and output field from `cache_params` to `cache`
+    their_cache_name = "cache" if "cache" in inspect.signature(theirs.forward).parameters else "cache_params"
+
+    def our_cache_bytes(cache) -> int:
         tensors = [x for layer in cache.layers for store in (layer.recurrent_states, layer.conv_states)
                    for x in store.values() if x is not None]
         return sum(x.numel() * x.element_size() for x in tensors)
 
-    def step(sequence):
-        cache, token = sequence
+    def their_cache_bytes(cache) -> int:
+        tensors = [x for state in cache.rnn_state.values() for x in state] + [cache.seqlen_offset]
+        return sum(x.numel() * x.element_size() for x in tensors)
+
+    def our_step(cache, token):
         out = ours(token, cache=cache, use_cache=True, logits_to_keep=1)
-        return cache, out.logits[:, -1:].argmax(-1)
+        return out.cache, out.logits[:, -1:].argmax(-1)
 
+    def their_step(cache, token):
+        out = theirs(token, use_cache=True, **({} if cache is None else {their_cache_name: cache}))
+        return getattr(out, their_cache_name), out.logits[:, -1:].argmax(-1)
+
+    sides = {"ours": (our_step, our_cache_bytes), "theirs": (their_step, their_cache_bytes)}
+    sequences, marks = {}, {}
+    first = torch.randint(1, vocab, (1, 1), generator=generator)
     with torch.no_grad():
-        first = torch.randint(1, vocab, (1, 1), generator=generator)
-        out = ours(first, use_cache=True)
-        early = (out.cache, out.logits[:, -1:].argmax(-1))
-        for _ in range(50 - 1):
-            early = step(early)
-        out = ours(first, use_cache=True)
-        late = (out.cache, out.logits[:, -1:].argmax(-1))
-        for t in tqdm(range(2, steps + 1), desc=f"decode to token {steps}"):
-            late = step(late)
-            if t == 50:
-                marks = {50: (cache_bytes(late[0]), rss_mb())}
-        marks[steps] = (cache_bytes(late[0]), rss_mb())
-        assert early[0].get_seq_length() == 50 and late[0].get_seq_length() == steps
-        times = {"early": [], "late": []}
+        for side, (step, cache_bytes) in sides.items():
+            early = step(None, first)
+            for _ in range(50 - 1):
+                early = step(*early)
+            late = step(None, first)
+            for t in tqdm(range(2, steps + 1), desc=f"{side}: decode to token {steps}"):
+                late = step(*late)
+                if t == 50:
+                    marks[side] = {50: (cache_bytes(late[0]), rss_mb())}
+            marks[side][steps] = (cache_bytes(late[0]), rss_mb())
+            sequences[side, "early"], sequences[side, "late"] = early, late
+        assert sequences["ours", "early"][0].get_seq_length() == 50
+        assert sequences["ours", "late"][0].get_seq_length() == steps
+        assert int(sequences["theirs", "late"][0].seqlen_offset) == steps
+        times = {key: [] for key in sequences}
         for _ in tqdm(range(samples), desc="alternating steps"):
-            for key in ("early", "late"):
+            for key in sequences:
+                step = sides[key[0]][0]
                 start = time.perf_counter()
-                sequence = step(early if key == "early" else late)
+                sequences[key] = step(*sequences[key])
                 times[key].append(time.perf_counter() - start)
-                early, late = (sequence, late) if key == "early" else (early, sequence)
 
-    t_early, t_late = statistics.median(times["early"]), statistics.median(times["late"])
-    ratio = t_late / t_early
-    shape = (f"B=1, greedy decode, median of {samples} steps from token 50 and from token {steps}, alternated; "
-             f"{config_text}")
-    record(
-        "cpu_decode_step_time_ratio_t2000_vs_t50", ratio, None, None,
-        f"x (t{steps} {t_late * 1e3:.1f} ms / t50 {t_early * 1e3:.1f} ms)", "lower", device, shape,
+    shape = (f"B=1, greedy decode, median of {samples} steps from token 50 and from token {steps}, the four sequences "
+             f"alternated; {config_text}")
+    median_ms = {key: statistics.median(values) * 1e3 for key, values in times.items()}
+    growth = {side: (marks[side][steps][0] - marks[side][50][0], marks[side][steps][1] - marks[side][50][1])
+              for side in sides}
+    time_ratio = {side: median_ms[side, "late"] / median_ms[side, "early"] for side in sides}
+    entry = record(
+        "cpu_decode_step_time_ratio_t2000_vs_t50", time_ratio["ours"], time_ratio["theirs"], competitor(),
+        f"x (ours t{steps} {median_ms['ours', 'late']:.1f} ms / t50 {median_ms['ours', 'early']:.1f} ms; theirs "
+        f"{median_ms['theirs', 'late']:.1f} / {median_ms['theirs', 'early']:.1f} ms)", "lower", device, shape,
     )
+    print(f"decode step at token {steps} / at token 50: ours {entry['ours']:.3f}, theirs {entry['theirs']:.3f}")
     record(
-        "cpu_decode_cache_growth_t50_to_t2000", float(marks[steps][0] - marks[50][0]), None, None,
-        f"bytes (cache {marks[50][0]} bytes at t50)", "lower", device, shape,
-    )
-    record(
-        "cpu_decode_rss_growth_mb_t50_to_t2000", marks[steps][1] - marks[50][1], None, None, "MB", "lower", device,
+        "cpu_decode_cache_growth_t50_to_t2000", float(growth["ours"][0]), float(growth["theirs"][0]), competitor(),
+        f"bytes (cache at t50: ours {marks['ours'][50][0]}, theirs {marks['theirs'][50][0]} bytes)", "lower", device,
         shape,
     )
-    print(
-        f"decode step: {t_early * 1e3:.1f} ms at token 50, {t_late * 1e3:.1f} ms at token {steps} (ratio {ratio:.3f}); "
-        f"cache {marks[50][0]} -> {marks[steps][0]} bytes; RSS {marks[50][1]:.1f} -> {marks[steps][1]:.1f} MB"
+    # in whole MB: a few pages more or less are the allocator's noise, and a ratio of two such numbers would mean nothing
+    record(
+        "cpu_decode_rss_growth_mb_t50_to_t2000", float(round(growth["ours"][1])), float(round(growth["theirs"][1])),
+        competitor(), "MB (whole MB)", "lower", device, shape,
     )
-
+    for side in sides:
+        print(f"{side}: cache {marks[side][50][0]} -> {marks[side][steps][0]} bytes; RSS {marks[side][50][1]:.1f} -> "
+              f"{marks[side][steps][1]:.1f} MB")
 
 if __name__ == "__main__":
     main()
