@@ -311,6 +311,8 @@ def build_model(name: str, args: argparse.Namespace, tokenizer) -> torch.nn.Modu
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id
     )
     if name == "gpt2":
+        # No pad id: training rows are never padded, yet the EOS separating documents is also the pad token, and
+        # GPT-2 would warn about padding without a mask at every run (evaluation passes its mask).
         config = GPT2Config(
             vocab_size=len(tokenizer),
             n_positions=args.block_size,
@@ -318,9 +320,12 @@ def build_model(name: str, args: argparse.Namespace, tokenizer) -> torch.nn.Modu
             n_layer=args.gpt_layers,
             n_head=4,
             tie_word_embeddings=False,
-            **special,
+            **{**special, "pad_token_id": None},
         )
-        return GPT2LMHeadModel(config)
+        model = GPT2LMHeadModel(config)
+        # transformers picks the loss by class name (GPT2LMHeadModel matches none, and it warns); the same loss by name
+        model.loss_type = "ForCausalLM"
+        return model
     config = XLSTMConfig(
         vocab_size=len(tokenizer),
         hidden_size=args.hidden_size,

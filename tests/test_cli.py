@@ -557,3 +557,17 @@ def test_train_tiny_measure_steps_times_every_model(tmp_path, capsys):
     for name in ("xlstm", "mlstm"):
         assert any(line.startswith(f"{name}: ") and " s/step (median of 2) -> " in line for line in lines), lines
     assert not (tmp_path / "work").exists()  # measuring trains nothing
+
+
+def test_train_tiny_gpt2_baseline_trains_without_transformers_warnings(tmp_path):
+    """GPT-2 warned once per run about padding without a mask (its pad id is the EOS between documents) and about
+    an unrecognized loss type; a fresh process, so that no earlier warning_once hides one."""
+    write_tiny_stdlib(tmp_path)
+    run = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "train_tiny.py"), *TINY_RUN, "--models", "gpt2", "--stdlib",
+         str(tmp_path), "--work-dir", str(tmp_path / "work"), "--measure-steps", "2"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "gpt2: " in run.stdout
+    assert "[transformers]" not in run.stderr and "warn" not in run.stderr.lower(), run.stderr[-3000:]
