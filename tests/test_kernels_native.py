@@ -11,6 +11,7 @@ from modeling_xlstm.kernels.mlstm import (
     mlstm_recurrent_sequence,
     mlstm_recurrent_step,
 )
+from modeling_xlstm.kernels.mlstm import native
 from modeling_xlstm.kernels.slstm import slstm_sequence, slstm_sequence_reference, slstm_step
 
 
@@ -62,6 +63,22 @@ def test_mlstm_forms_agree_exactly_in_float64():
     torch.testing.assert_close(h_par, h_rec, atol=1e-12, rtol=1e-10)
 
 
+@pytest.mark.parametrize("chunks_per_group", [1, 2, 3, 100])
+def test_mlstm_chunkwise_groups_of_chunks_agree_with_the_recurrence(monkeypatch, chunks_per_group):
+    """Without gradients whole chunks run in groups (their states in one weighted sum); any group size, a last
+    group with fewer chunks and a shorter last chunk give the recurrence's outputs and state."""
+    q, k, v, i, f = mlstm_inputs(S=27)  # 6 chunks of 4 and 3 tokens
+    state = random_mlstm_state()
+    B, NH, _, DHQK = q.shape
+    monkeypatch.setattr(native, "GROUP_STATE_BYTES", chunks_per_group * B * NH * DHQK * v.shape[-1] * 4)
+    h_rec, s_rec = mlstm_recurrent_sequence(q, k, v, i, f, state)
+    h_chk, s_chk = mlstm_chunkwise(q, k, v, i, f, state, chunk_size=4)
+    # the same float32 tolerance as the forms above (rounding of exp/cumsum over the sequence)
+    torch.testing.assert_close(h_chk, h_rec, atol=1e-4, rtol=1e-4)
+    for a, b in zip(s_chk, s_rec):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 def test_mlstm_chunkwise_continues_from_state():
     q, k, v, i, f = mlstm_inputs(S=21)
     h_full, s_full = mlstm_chunkwise(q, k, v, i, f, chunk_size=4)
@@ -81,7 +98,9 @@ def test_mlstm_masked_steps_leave_state_untouched():
     f_m = f.masked_fill(masked, float("inf"))
     keep = ~masked
     h_ref, s_ref = mlstm_recurrent_sequence(*(t[:, :, keep] for t in (q, k, v, i, f)))
-    for fn in (mlstm_parallel, mlstm_chunkwise, mlstm_recurrent_sequence):
+    # chunks of 4: the first chunk is all padding, so its own inputs have no weight at all
+    chunks_of_4 = lambda *a: mlstm_chunkwise(*a, chunk_size=4)  # noqa: E731
+    for fn in (mlstm_parallel, mlstm_chunkwise, chunks_of_4, mlstm_recurrent_sequence):
         h, s = fn(q, k, v, i_m, f_m)
         assert torch.isfinite(h).all()
         torch.testing.assert_close(h[:, :, keep], h_ref, atol=1e-5, rtol=1e-5)
