@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -142,7 +143,11 @@ def test_step_over_its_budget_is_cut_off_and_later_steps_still_run(dry_run):
 def test_tuning_steps_profile_and_search_without_figures(dry_run):
     assert dry_run["steps"]["mlstm_tune"]["figures"] == dry_run["steps"]["7b_profile"]["figures"] == 0
     log = (dry_run["out"] / "mlstm.log").read_text()
-    assert "mLSTM chunkwise tiling sweep" in log and "search complete" in log and "vs defaults" in log
+    assert "mLSTM chunkwise tiling sweep" in log and "vs defaults" in log
+    # the search ends when every candidate is measured or its time is up (a slow machine: the interpreter at ~2 s a
+    # candidate); either way it measured several and reports the best beside the defaults
+    tried = re.search(r"best of (\d+) \((search complete|budget spent)\)", log)
+    assert tried and int(tried.group(1)) >= 2, log[-2000:]
     log = (dry_run["out"] / "7b.log").read_text()
     assert "== prefill:" in log and "== decode:" in log and "matmul" in log
 
