@@ -123,15 +123,25 @@ def dry_run_figure(name: str) -> str:
     return name if name.startswith("small_") else "small_" + name.removeprefix("gpu_")
 
 
+# the widest vector instructions of a CPU, first match wins: machines with one model name ("AMD EPYC") differ there,
+# and with them in speed (AVX2 only vs AVX512 with native bfloat16)
+VECTOR_ISAS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX512"), ("avx2", "AVX2"))
+
+
 def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (the machine type where that is unavailable)."""
+    """The CPU model from /proc/cpuinfo with its widest vector instructions (the machine type where that is
+    unavailable)."""
     import platform
 
     try:
         with open("/proc/cpuinfo") as fh:
-            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+            lines = fh.read().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.machine()
+    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), ()))
+    isa = next((name for flag, name in VECTOR_ISAS if flag in flags), None)
+    return f"{model} ({isa})" if isa else model
 
 
 def load_latest() -> dict[str, dict]:
