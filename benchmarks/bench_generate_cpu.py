@@ -146,8 +146,11 @@ def main() -> None:
         generate_throughput(ours, theirs, args, generator, device, suffix, config_text)
     if "prefill" in args.parts:
         prefill_throughput(ours, theirs, args, generator, device, suffix, config_text)
-    if "decode" in args.parts and args.size == "medium":
-        decode_flatness(ours, theirs, args.decode_tokens, generator, device, config_text)
+    if "decode" in args.parts:
+        if args.size == "medium":
+            decode_flatness(ours, theirs, args.decode_tokens, generator, device, config_text)
+        else:
+            print("decode flatness: measured at --size medium only")
 
 
 def generate_throughput(ours, theirs, args, generator, device: str, suffix: str, config_text: str) -> None:
