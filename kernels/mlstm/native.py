@@ -225,15 +225,15 @@ def mlstm_chunkwise(
     sizes = [group] * (whole // group) + [n for n in (whole % group, S - whole) if n]
     # one split per input, not one slice per piece: the backward of a split is one concatenation, that of a slice
     # a zero tensor of the input's full size per piece
-    pieces = [x.split(sizes, dim=-1 if x.dim() == 3 else -2) for x in inputs]
+    time_dims = [-1 if x.dim() == 3 else -2 for x in inputs]  # gates [B, NH, S], the others [B, NH, S, D]
+    pieces = [x.split(sizes, dim=dim) for x, dim in zip(inputs, time_dims)]
     outputs = []
-    for q_c, k_c, v_c, i_c, f_c in zip(*pieces):
-        length = q_c.shape[-2]
+    for piece in zip(*pieces):
+        length = piece[0].shape[-2]
         if length <= chunk_size:
-            h, state = _mlstm_chunk(q_c, k_c, v_c, i_c, f_c, state, eps)
+            h, state = _mlstm_chunk(*piece, state, eps)
         else:
-            n = length // chunk_size
-            grouped = [x.unflatten(-1 if x.dim() == 3 else -2, (n, chunk_size)) for x in (q_c, k_c, v_c, i_c, f_c)]
+            grouped = [x.unflatten(dim, (length // chunk_size, chunk_size)) for x, dim in zip(piece, time_dims)]
             h, state = _chunk_group(*grouped, state, eps)
             h = h.flatten(2, 3)
         outputs.append(h)
