@@ -433,16 +433,38 @@ def model_card(info: dict) -> str:
                         f"{r['train_seconds'] / 60:.1f} min |")
         return "\n".join(rows)
 
+    speeds = ", ".join(f"{SHORT_LABELS[name]} {seconds:.3f} s" for name, seconds in info["step_seconds"].items())
+    speed_note = (f" A training step, median of {SPEED_STEPS} per model on one batch, the models taking turns: "
+                  f"{speeds}." if speeds else "")
     equal_tokens = [n for n in MODEL_NAMES if n in results]
     equal_time = ["xlstm"] + [n for n in results if n.endswith("_wall_clock")]
-    ranking = sorted(equal_tokens, key=lambda n: evaluation(n)["stdlib"]["bits_per_byte"])
-    if ranking[0] == "xlstm":
-        verdict = "At equal tokens the sLSTM + mLSTM xLSTM has the lowest held-out standard-library bits per byte."
+    budget = f"{info['token_budget']:,} tokens, {info['max_steps']} steps"
+    if len(equal_tokens) == 1:
+        equal_tokens_text = (f"This run trained no baseline (`--models xlstm`), so there is no comparison; at "
+                             f"{budget}:\n\n{table(equal_tokens, ('parameters', 'non-embedding'))}")
     else:
-        verdict = (f"At equal tokens the {LABELS[ranking[0]]} baseline has the lowest held-out standard-library bits "
-                   "per byte; this card reports the numbers as measured.")
+        ranking = sorted(equal_tokens, key=lambda n: evaluation(n)["stdlib"]["bits_per_byte"])
+        if ranking[0] == "xlstm":
+            verdict = "At equal tokens the sLSTM + mLSTM xLSTM has the lowest held-out standard-library bits per byte."
+        else:
+            verdict = (f"At equal tokens the {LABELS[ranking[0]]} baseline has the lowest held-out standard-library "
+                       "bits per byte; this card reports the numbers as measured.")
+        gpt2_rate = " (GPT-2 at its own peak learning rate)" if "gpt2" in equal_tokens else ""
+        equal_tokens_text = (
+            f"{'Three' if len(equal_tokens) == 3 else 'Two'} models trained by the same script with the same data, "
+            f"data order, optimiser and schedule shape{gpt2_rate}, and about the same parameter count. At equal "
+            f"tokens ({budget} each):\n\n{table(equal_tokens, ('parameters', 'non-embedding'))}\n\n{verdict}"
+        )
     not_run = [LABELS[n] for n in BASELINES if n in results and f"{n}_wall_clock" not in results]
-    wall_clock_note = (f" Not trained at equal wall-clock in this run: {', '.join(not_run)}." if not_run else "")
+    if len(equal_time) == 1:
+        equal_time_text = "No baseline was trained at equal wall-clock in this run (`--wall-clock-baselines`)."
+    else:
+        equal_time_text = (
+            "At equal wall-clock: each baseline trained again, from the same seed, for as many steps as take it as "
+            f"long as the xLSTM's {info['max_steps']} steps (the learning-rate schedule scaled to those steps)."
+            f"{speed_note}\n\n{table(equal_time, ('steps', 'tokens'))}"
+            + (f"\n\nNot trained at equal wall-clock in this run: {', '.join(not_run)}." if not_run else "")
+        )
     d = info["data"]
     split_rule = f"crc32(file name) % 100 < {info['held_out_percent']}"
     if d["corpus"] == "packages":
@@ -458,9 +480,6 @@ def model_card(info: dict) -> str:
     epochs = info["token_budget"] / d["train_tokens"]
     trained_bpb = results["xlstm"]["eval"]["stdlib"]["bits_per_byte"]
     baselines = {name: results[name]["architecture"] if name in results else "not trained" for name in MODEL_NAMES}
-    speeds = ", ".join(f"{SHORT_LABELS[name]} {seconds:.3f} s" for name, seconds in info["step_seconds"].items())
-    speed_note = (f" A training step, median of {SPEED_STEPS} per model on one batch, the models taking turns: "
-                  f"{speeds}." if speeds else "")
     parts = info["parts"]
     resumed = (f" in {len(parts)} parts (interrupted and continued with `--resume`: "
                + "; ".join(f"{p['date']}, {p['minutes']:.1f} min" for p in parts) + ")") if len(parts) > 1 else ""
@@ -507,19 +526,10 @@ Greedy continuation of `def fibonacci(n):` (40 new tokens) by this folder's weig
 
 ## Results: held-out bits per byte
 
-Three models trained by the same script with the same data, data order, optimiser and schedule shape (GPT-2 at
-its own peak learning rate), and about the same parameter count. At equal tokens ({info['token_budget']:,} tokens,
-{info['max_steps']} steps each):
+{equal_tokens_text}
 
-{table(equal_tokens, ("parameters", "non-embedding"))}
+{equal_time_text}
 
-{verdict}
-
-At equal wall-clock: each baseline trained again, from the same seed, for as many steps as take it as long as the
-xLSTM's {info['max_steps']} steps (the learning-rate schedule scaled to those steps).{speed_note}
-
-{table(equal_time, ("steps", "tokens"))}
-{wall_clock_note}
 The figures of this model are those of the weights as stored here ({info['save_dtype']}, loaded in float32);
 the float32 weights at the end of training scored {trained_bpb:.4f} on the standard library.
 

@@ -546,6 +546,25 @@ def test_train_tiny_resumes_an_interrupted_run_as_if_uninterrupted(tmp_path, mon
     assert 1000 < twice["results"]["mlstm_wall_clock"]["train_seconds"] < 1000 + 60  # the parts' times add up
     card = (tmp_path / "twice" / "hub" / "README.md").read_text()
     assert "in 3 parts" in card and "xLSTM 1.500 s, mLSTM-only 1.000 s" in card
+    # the card describes the two models this run trained, not the three of a full run
+    assert "Two models trained by the same script" in card and "GPT-2 at its own" not in card
+    assert "Not trained at equal wall-clock" not in card  # the one baseline was
+
+
+def test_train_tiny_card_of_a_run_without_baselines_claims_no_comparison(tmp_path):
+    """`--models xlstm` with no wall-clock baselines writes the hub folder with a card that says there was nothing to
+    compare with, instead of the full run's "three models" text and a verdict over a single row."""
+    train_tiny = load_train_tiny()
+    write_tiny_stdlib(tmp_path)
+    run = [*TINY_RUN[:TINY_RUN.index("--models")], "--models", "xlstm", "--wall-clock-baselines"]
+    train_tiny.main([*run, "--stdlib", str(tmp_path), "--work-dir", str(tmp_path / "work"), "--output-dir",
+                     str(tmp_path / "hub")])
+    card = (tmp_path / "hub" / "README.md").read_text()
+    results = card.split("## Results")[1].split("## Training setup")[0]
+    assert "This run trained no baseline (`--models xlstm`), so there is no comparison" in results
+    assert "No baseline was trained at equal wall-clock in this run" in results
+    assert "models trained by the same script" not in results and "has the lowest" not in results
+    assert results.count("| xLSTM (sLSTM + mLSTM), this model |") == 1
 
 
 def test_train_tiny_measure_steps_times_every_model(tmp_path, capsys):
