@@ -439,9 +439,10 @@ def model_card(info: dict) -> str:
     equal_tokens = [n for n in MODEL_NAMES if n in results]
     equal_time = ["xlstm"] + [n for n in results if n.endswith("_wall_clock")]
     budget = f"{info['token_budget']:,} tokens, {info['max_steps']} steps"
+    tokens_table = table(equal_tokens, ("parameters", "non-embedding"))
     if len(equal_tokens) == 1:
         equal_tokens_text = (f"This run trained no baseline (`--models xlstm`), so there is no comparison; at "
-                             f"{budget}:\n\n{table(equal_tokens, ('parameters', 'non-embedding'))}")
+                             f"{budget}:\n\n{tokens_table}")
     else:
         ranking = sorted(equal_tokens, key=lambda n: evaluation(n)["stdlib"]["bits_per_byte"])
         if ranking[0] == "xlstm":
@@ -453,7 +454,7 @@ def model_card(info: dict) -> str:
         equal_tokens_text = (
             f"{'Three' if len(equal_tokens) == 3 else 'Two'} models trained by the same script with the same data, "
             f"data order, optimiser and schedule shape{gpt2_rate}, and about the same parameter count. At equal "
-            f"tokens ({budget} each):\n\n{table(equal_tokens, ('parameters', 'non-embedding'))}\n\n{verdict}"
+            f"tokens ({budget} each):\n\n{tokens_table}\n\n{verdict}"
         )
     not_run = [LABELS[n] for n in BASELINES if n in results and f"{n}_wall_clock" not in results]
     if len(equal_time) == 1:
