@@ -26,7 +26,8 @@ What it does:
    held-out files and by ln 2. The byte-level tokenizer round-trips every file exactly, so this is a fair
    comparison between models (and tokenizers). Measured twice: on the held-out standard-library files, and on
    Python code from outside the standard library (the installed `tqdm` and `packaging` packages, which
-   transformers depends on; their versions are recorded).
+   transformers depends on; their versions are recorded). Then once more with the most context each model can
+   use: the xLSTM models read each file whole through their recurrent state, GPT-2 slides its window by half.
 5. Saves the xLSTM as a hub-ready folder (config.json, generation_config.json, model.safetensors stored in
    `--save-dtype`, loaded in float32; tokenizer files; README.md model card with the measured numbers, those of
    "this model" measured on the folder as saved) and the baselines under `--work-dir`.
@@ -54,11 +55,13 @@ import sys
 import sysconfig
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 from transformers import (
+    AutoModelForCausalLM,
     GenerationConfig,
     GPT2Config,
     GPT2LMHeadModel,
@@ -274,6 +277,60 @@ def eval_windows(files: list[list[int]], block_size: int) -> list[tuple[list[int
     return windows
 
 
+def sliding_windows(files: list[list[int]], block_size: int, stride: int) -> list[tuple[list[int], list[int]]]:
+    """(inputs, targets) windows of at most block_size tokens, each starting `stride` tokens after the previous one
+    of its file; a window's targets are those no earlier window scored (-100 elsewhere), so every token of every
+    file after its leading EOS is a target exactly once, and after a file's first window it is predicted from at
+    least block_size - stride preceding tokens."""
+    windows = []
+    for ids in files:
+        scored = 0  # targets ids[1 : scored + 1] are scored by earlier windows
+        for start in range(0, len(ids) - 1, stride):
+            chunk = ids[start : start + block_size + 1]
+            inputs, labels = chunk[:-1], chunk[1:]
+            seen = scored - start
+            windows.append((inputs, [-100] * seen + labels[seen:]))
+            scored = start + len(labels)
+            if scored == len(ids) - 1:
+                break
+    return windows
+
+
+@torch.inference_mode()
+def whole_file_nll(model, files: list[list[int]], batch_size: int, tokens_per_forward: int, pad_id: int,
+                   desc: str) -> tuple[float, int]:
+    """Summed next-token NLL (nats) and the number of targets, each file read from its start to its end through
+    the recurrent state of an xLSTM.
+
+    Files of similar length share right-padded batches (a padded position leaves the state untouched and is not
+    scored), read in segments of about `tokens_per_forward` tokens per forward pass, the state carried between them.
+    """
+    model.eval()
+    total, count = 0.0, 0
+    files = sorted(files, key=len, reverse=True)
+    for first in tqdm(range(0, len(files), batch_size), desc=desc, unit="batch"):
+        batch = files[first : first + batch_size]
+        width = len(batch[0])
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long, device=model.device)
+        mask = torch.zeros((len(batch), width), dtype=torch.long, device=model.device)
+        targets = torch.full((len(batch), width), -100, dtype=torch.long, device=model.device)
+        for row, file_ids in enumerate(batch):
+            ids[row, : len(file_ids)] = torch.tensor(file_ids)
+            mask[row, : len(file_ids) - 1] = 1
+            targets[row, : len(file_ids) - 1] = torch.tensor(file_ids[1:])
+        segment = max(1, tokens_per_forward // len(batch))
+        cache = None
+        for start in range(0, width - 1, segment):
+            window = slice(start, min(start + segment, width - 1))
+            output = model(input_ids=ids[:, window], attention_mask=mask[:, window], cache=cache, use_cache=True)
+            cache = output.past_key_values
+            total += torch.nn.functional.cross_entropy(
+                output.logits.float().flatten(0, 1), targets[:, window].flatten(), ignore_index=-100, reduction="sum"
+            ).item()
+        count += int((targets != -100).sum())
+    return total, count
+
+
 @torch.inference_mode()
 def held_out_nll(model, windows, batch_size: int, pad_id: int, desc: str) -> tuple[float, int]:
     """Summed next-token NLL (nats) over all targets, and the number of targets.
@@ -405,6 +462,31 @@ LABELS = {"xlstm": "xLSTM (sLSTM + mLSTM), this model", "mlstm": "xLSTM, mLSTM b
 SHORT_LABELS = {"xlstm": "xLSTM", "mlstm": "mLSTM-only", "gpt2": "GPT-2"}
 
 
+def long_context_section(info: dict, names: list[str], windowed: Callable[[str], dict]) -> str:
+    """The card's comparison of the equal-token models with the most context each can use, beside their figures in
+    windows (`windowed(name)`)."""
+    results, block = info["results"], info["block_size"]
+    rows = ["| model | context | held-out stdlib bits/byte | outside code bits/byte |", "|---|---|---:|---:|"]
+    for name in names:
+        figures = results[name]["shipped_long_context_eval" if name == "xlstm" else "long_context_eval"]
+        context = "whole file" if name != "gpt2" else f"sliding, {block} tokens by {block // 2}"
+        change = {s: figures[s]["bits_per_byte"] - windowed(name)[s]["bits_per_byte"] for s in ("stdlib", "external")}
+        cells = [f"{figures[s]['bits_per_byte']:.4f} ({change[s]:+.4f})" for s in ("stdlib", "external")]
+        rows.append(f"| {LABELS[name]} | {context} | {' | '.join(cells)} |")
+    gpt2 = (f" GPT-2, whose positions end at {block}, slides a window of {block} tokens by {block // 2} and scores "
+            f"only its new tokens, so after a file's first window every token sees {block // 2} to {block - 1} "
+            "preceding tokens." if "gpt2" in names else "")
+    return f"""### With more context
+
+The figures above give every model the same view of a file: at most {block} tokens, the context restarting at each
+window. A recurrent model is not bound to that, its state carries everything read so far at constant memory: here
+the xLSTM models read each held-out file from its start to its end through their recurrent state, although they
+were trained on {block}-token sequences only.{gpt2} The same tokens are scored; in
+parentheses the change from the figures in windows.
+
+{chr(10).join(rows)}"""
+
+
 def model_card(info: dict) -> str:
     results = info["results"]
     shipped = results["xlstm"]["shipped_eval"]
@@ -466,6 +548,7 @@ def model_card(info: dict) -> str:
             f"{speed_note}\n\n{table(equal_time, ('steps', 'tokens'))}"
             + (f"\n\nNot trained at equal wall-clock in this run: {', '.join(not_run)}." if not_run else "")
         )
+    long_context_text = long_context_section(info, equal_tokens, evaluation)
     d = info["data"]
     split_rule = f"crc32(file name) % 100 < {info['held_out_percent']}"
     if d["corpus"] == "packages":
@@ -540,8 +623,11 @@ training ({d['held_out_bytes']:,} bytes, {d['held_out_tokens']:,} tokens), and P
 standard library: the {d['external_files']} `*.py` files of the installed {external} ({d['external_bytes']:,}
 bytes, {d['external_tokens']:,} tokens), the same files for every model. Every token is predicted from at most
 {info['block_size']} preceding tokens of the same file (files are cut into windows of {info['block_size']} tokens;
-the context restarts at each window), identically for all models. Lower is better. One run with one seed; the
+the context restarts at each window), identically for all models; the next section gives each model the most
+context it can use. Lower is better. One run with one seed; the
 spread across seeds was not measured, so read differences of a few hundredths as unresolved.
+
+{long_context_text}
 
 ## Training setup
 
@@ -621,11 +707,21 @@ def measure(args, train_set, tokenizer) -> None:
     print(f"all models: about {total / 60:.1f} min of training for {args.max_steps} steps each (plus evaluation)")
 
 
-def evaluate(model, eval_sets: dict, args, pad_id: int, name: str) -> dict:
-    """Held-out bits per byte (and bits per token) of `model` on each evaluation set."""
+def evaluate(model, eval_sets: dict, args, pad_id: int, name: str, long_context: bool = False) -> dict:
+    """Held-out bits per byte (and bits per token) of `model` on each evaluation set ({name: (files' token ids,
+    bytes, targets)}). Every token is predicted from at most block_size preceding tokens of its window, the context
+    restarting at each window; with `long_context`, from the most context the model can use: an xLSTM reads each
+    file whole through its recurrent state, GPT-2 (positions up to block_size) slides its window by half of it."""
     figures = {}
-    for set_name, (windows, num_bytes, num_tokens) in eval_sets.items():
-        nll, count = held_out_nll(model, windows, args.eval_batch_size, pad_id, f"eval {name} on {set_name}")
+    for set_name, (files, num_bytes, num_tokens) in eval_sets.items():
+        desc = f"eval {name} on {set_name}" + (", long context" if long_context else "")
+        if long_context and isinstance(model, XLSTMForCausalLM):
+            nll, count = whole_file_nll(model, files, args.eval_batch_size, args.eval_batch_size * args.block_size,
+                                        pad_id, desc)
+        else:
+            windows = (sliding_windows(files, args.block_size, args.block_size // 2) if long_context
+                       else eval_windows(files, args.block_size))
+            nll, count = held_out_nll(model, windows, args.eval_batch_size, pad_id, desc)
         assert count == num_tokens, (count, num_tokens)
         figures[set_name] = {
             "nll_nats": nll,
@@ -793,8 +889,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: --resume: the corpus differs from the run's ({', '.join(changed)}); resume it "
                          "where it started (same Python, same installed packages)")
     eval_sets = {
-        "stdlib": (eval_windows(held_out_files, args.block_size), data["held_out_bytes"], data["held_out_tokens"]),
-        "external": (eval_windows(external_files, args.block_size), data["external_bytes"], data["external_tokens"]),
+        "stdlib": (held_out_files, data["held_out_bytes"], data["held_out_tokens"]),
+        "external": (external_files, data["external_bytes"], data["external_tokens"]),
     }
     print(
         f"{data['train_files']} training files ({data['train_bytes']:,} bytes, {data['train_tokens']:,} tokens, "
@@ -891,6 +987,14 @@ def main(argv: list[str] | None = None) -> None:
     shipped = XLSTMForCausalLM.from_pretrained(out)
     assert shipped.dtype == torch.float32, shipped.dtype
     results["xlstm"]["shipped_eval"] = evaluate(shipped, eval_sets, args, tokenizer.pad_token_id, "saved xlstm")
+    results["xlstm"]["shipped_long_context_eval"] = evaluate(shipped, eval_sets, args, tokenizer.pad_token_id,
+                                                             "saved xlstm", long_context=True)
+    for name in BASELINES:  # as trained (float32); kept in results.json, so a resumed run measures each once
+        if name in results and "long_context_eval" not in results[name]:
+            baseline = AutoModelForCausalLM.from_pretrained(work_dir / name)
+            results[name]["long_context_eval"] = evaluate(baseline, eval_sets, args, tokenizer.pad_token_id, name,
+                                                          long_context=True)
+            save_results()
     prompt = tokenizer("def fibonacci(n):", return_tensors="pt").input_ids
     with torch.inference_mode():
         output = shipped.generate(prompt, max_new_tokens=40, do_sample=False)

@@ -387,6 +387,43 @@ def test_eval_windows_cover_every_token_once():
         assert len(inputs) == len(labels) <= 8 and inputs[1:] == labels[:-1]
 
 
+def test_sliding_windows_score_every_token_once_with_context():
+    """GPT-2's long-context evaluation: windows of 8 tokens starting every 4; each target is scored once, by the
+    first window that holds it, so after a file's first window it has at least 4 tokens of context."""
+    train_tiny = load_train_tiny()
+    files = [[0] + list(range(100, 100 + n)) for n in (1, 7, 8, 9, 13, 30)]
+    windows = train_tiny.sliding_windows(files, block_size=8, stride=4)
+    targets = [t for _, labels in windows for t in labels if t != -100]
+    assert sorted(targets) == sorted(t for ids in files for t in ids[1:])
+    for inputs, labels in windows:
+        assert len(inputs) == len(labels) <= 8
+        scored = [position for position, label in enumerate(labels) if label != -100]
+        assert scored == list(range(scored[0], len(labels)))  # the window's last positions, each after its context
+        if inputs[0] != 0:  # not a file's first window (files start with EOS = 0): at least 4 tokens of context
+            assert scored[0] >= 4
+
+
+def test_whole_file_nll_reads_each_file_through_the_recurrent_state():
+    """The xLSTM's long-context evaluation reads files in right-padded batches and segments, the state carried:
+    the same NLL as each file alone in one forward pass."""
+    train_tiny = load_train_tiny()
+    torch.manual_seed(0)
+    model = XLSTMForCausalLM(XLSTMConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, slstm_at=[1], block_style="paper", num_heads=4,
+        slstm_num_heads=4, chunk_size=4, pad_token_id=0,
+    ))
+    files = [[0] + torch.randint(1, 64, (n,)).tolist() for n in (1, 9, 23)]
+    batched, count = train_tiny.whole_file_nll(model, files, batch_size=2, tokens_per_forward=10, pad_id=0,
+                                               desc="batches of 2, segments of 5")
+    alone = [train_tiny.whole_file_nll(model, [ids], batch_size=1, tokens_per_forward=64, pad_id=0, desc="alone")
+             for ids in files]
+    assert count == sum(n for _, n in alone) == sum(len(ids) - 1 for ids in files)
+    # float32: chunkwise and step forms of the same recurrence sum in different orders, nothing more
+    assert math.isclose(batched, sum(nll for nll, _ in alone), rel_tol=1e-5)
+    windows, _ = train_tiny.held_out_nll(model, train_tiny.eval_windows(files, 5), 8, pad_id=0, desc="windows")
+    assert not math.isclose(batched, windows, rel_tol=1e-3)  # the windows restart the context
+
+
 def test_packages_corpus_adds_training_files_only(tmp_path):
     """The held-out files are the same top-level files for both corpora; package files (outside the excluded
     folders) only ever join the training files, and a package's copy of a held-out file is left out."""
@@ -451,6 +488,14 @@ def write_tiny_stdlib(root: Path) -> None:
     (root / "pkg" / "__init__.py").write_text("from .core import *\n\n__all__ = ['run']\n")
 
 
+def small_external_code() -> tuple[dict[str, str], dict[str, str]]:
+    """A stand-in for the installed tqdm and packaging as the outside-code set of the tests' runs: a few kB instead
+    of half a megabyte of tokens, read token by token by the xLSTM's long-context evaluation."""
+    texts = {f"outside/module_{i}.py": f"import os\n\n\nclass Thing{i}:\n    size = {i}\n" * (i + 1)
+             for i in range(3)}
+    return texts, {"outside": "1.0"}
+
+
 TINY_RUN = ["--vocab-size", "300", "--block-size", "32", "--batch-size", "2", "--max-steps", "6", "--save-steps", "3",
             "--hidden-size", "32", "--num-blocks", "2", "--slstm-at", "1", "--chunk-size", "8", "--gpt-layers", "1",
             "--eval-batch-size", "128", "--num-threads", "1", "--models", "xlstm", "mlstm", "--wall-clock-baselines",
@@ -467,6 +512,7 @@ def test_train_tiny_resumes_an_interrupted_run_as_if_uninterrupted(tmp_path, mon
     without --resume the script refuses to touch the unfinished run, and with other settings it refuses to resume
     it."""
     train_tiny = load_train_tiny()
+    monkeypatch.setattr(train_tiny, "read_external_code", small_external_code)
     # the mLSTM-only stack "trains 1.5x faster": its equal wall-clock run gets 9 steps to the xLSTM's 6
     monkeypatch.setattr(train_tiny, "step_times", lambda names, *args: {"xlstm": 1.5, "mlstm": 1.0})
     (tmp_path / "stdlib").mkdir()
@@ -543,18 +589,25 @@ def test_train_tiny_resumes_an_interrupted_run_as_if_uninterrupted(tmp_path, mon
             # the same float32 ops: the same numbers
             assert twice["results"][run]["eval"][set_name] == once["results"][run]["eval"][set_name]
     assert twice["sample"] == once["sample"]  # the run's own tokenizer, reloaded from the work dir
+    assert twice["results"]["mlstm"]["long_context_eval"] == once["results"]["mlstm"]["long_context_eval"]
+    assert "long_context_eval" not in twice["results"]["mlstm_wall_clock"]  # the comparison is at equal tokens
     assert 1000 < twice["results"]["mlstm_wall_clock"]["train_seconds"] < 1000 + 60  # the parts' times add up
     card = (tmp_path / "twice" / "hub" / "README.md").read_text()
     assert "in 3 parts" in card and "xLSTM 1.500 s, mLSTM-only 1.000 s" in card
     # the card describes the two models this run trained, not the three of a full run
     assert "Two models trained by the same script" in card and "GPT-2 at its own" not in card
     assert "Not trained at equal wall-clock" not in card  # the one baseline was
+    long_context = card.split("### With more context")[1].split("\n## ")[0]
+    for label in ("| xLSTM (sLSTM + mLSTM), this model | whole file |", "| xLSTM, mLSTM blocks only | whole file |"):
+        assert long_context.count(label) == 1
+    assert "GPT-2" not in long_context
 
 
-def test_train_tiny_card_of_a_run_without_baselines_claims_no_comparison(tmp_path):
+def test_train_tiny_card_of_a_run_without_baselines_claims_no_comparison(tmp_path, monkeypatch):
     """`--models xlstm` with no wall-clock baselines writes the hub folder with a card that says there was nothing to
     compare with, instead of the full run's "three models" text and a verdict over a single row."""
     train_tiny = load_train_tiny()
+    monkeypatch.setattr(train_tiny, "read_external_code", small_external_code)
     write_tiny_stdlib(tmp_path)
     run = [*TINY_RUN[:TINY_RUN.index("--models")], "--models", "xlstm", "--wall-clock-baselines"]
     train_tiny.main([*run, "--stdlib", str(tmp_path), "--work-dir", str(tmp_path / "work"), "--output-dir",
@@ -564,7 +617,8 @@ def test_train_tiny_card_of_a_run_without_baselines_claims_no_comparison(tmp_pat
     assert "This run trained no baseline (`--models xlstm`), so there is no comparison" in results
     assert "No baseline was trained at equal wall-clock in this run" in results
     assert "models trained by the same script" not in results and "has the lowest" not in results
-    assert results.count("| xLSTM (sLSTM + mLSTM), this model |") == 1
+    assert results.split("### With more context")[0].count("| xLSTM (sLSTM + mLSTM), this model |") == 1
+    assert results.split("### With more context")[1].count("| xLSTM (sLSTM + mLSTM), this model | whole file |") == 1
 
 
 def test_train_tiny_measure_steps_times_every_model(tmp_path, capsys):
