@@ -12,9 +12,11 @@ and `StaticCache(config=...)` build them). In each layer:
 The cache holds a fixed amount of memory whatever the number of tokens seen, and its tensors are updated in place
 (`copy_`), so their addresses stay fixed for torch.compile / CUDA graphs. On top of the plain layers it counts the
 tokens it has consumed (`get_seq_length`, which `generate()` needs to continue from a returned cache; a plain
-all-linear-attention `DynamicCache` cannot answer it), reorders beams in place, and knows the state shapes of the
-model it was built for, so that a cache from another model or batch is refused with a clear error before any
-compute. The model functions below also accept a plain `DynamicCache(config=model.config)` in `forward`.
+all-linear-attention `DynamicCache` cannot answer it before transformers 5.25, and from 5.25 on counts only the tokens
+a model reports through `update_conv_state` or `increase_count`, which these models do not call), reorders beams
+in place, and knows the state shapes of the model it was built for, so that a cache from another model or batch is
+refused with a clear error before any compute. The model functions below also accept a plain
+`DynamicCache(config=model.config)` in `forward`.
 """
 
 from __future__ import annotations

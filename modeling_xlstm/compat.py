@@ -20,7 +20,13 @@ Known differences:
   (`BaseModelOutputWithPast.cache`). The old name is deprecated (removal announced for 5.40); reading
   `output.past_key_values` on 5.24 logs a deprecation warning. `CACHE_NAME` is the name of the installed release.
 - 5.24's `_prefill` stopped trimming the prompt to the tokens a linear-attention cache has not consumed yet when
-  generation continues from a returned cache; `XLSTMGenerationHooks._prefill` does it for both releases.
+  generation continues from a returned cache (5.25 trims again, by a per-layer token count our cache does not
+  keep); `XLSTMGenerationHooks._prefill` trims first, on every release, and the parent then has nothing to trim.
+- 5.25 dropped `PreTrainedModel._is_stateful`, by which earlier releases refused assisted decoding before any work;
+  5.25 refuses it only after running the prompt, with a cache the caller passed already marked. `generate()`
+  refuses it itself, up front.
+- 5.25 depends on Hugging Face's kernel hub, the package `kernels`, and imports it with `transformers.modeling_utils`.
+  From a checkout's root our `kernels/` folder would shadow it: `kernels/__init__.py` hands the name over.
 """
 
 from __future__ import annotations

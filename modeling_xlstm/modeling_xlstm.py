@@ -504,7 +504,7 @@ class XLSTMPreTrainedModel(XLSTMPreTrainedHooks, PreTrainedModel):
     main_input_name = "input_ids"
     _no_split_modules = ["XLSTMBlock"]
     supports_gradient_checkpointing = True
-    _is_stateful = True
+    _is_stateful = True  # transformers < 5.25 refuses assisted generation by it; generate() below refuses it itself
     _supports_cache_class = True
     # what generate() and transformers' test mixins read: an XLSTMCache has fixed shapes, updated in place, and the
     # forward compiles without graph breaks (checks that need a host sync are skipped while compiling)
@@ -797,6 +797,8 @@ class XLSTMModel(XLSTMPreTrainedModel):
 
 # Extra keyword inputs that forward() honours; anything else is refused rather than silently dropped.
 _LOSS_INPUTS = ("num_items_in_batch", "ignore_index", "shift_labels")
+# generate() options (arguments or generation-config fields) that ask for assisted / speculative decoding
+_ASSISTED_GENERATION_OPTIONS = ("assistant_model", "prompt_lookup_num_tokens", "assistant_early_exit")
 
 
 def _check_no_unused_inputs(kwargs: dict, where: str, also_reads: str = "") -> None:
@@ -887,8 +889,18 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
         """`GenerationMixin.generate`, taking the cache as `cache=` or `past_key_values=` on every supported release.
 
         The attention mask is checked against the prompt here: generate() drops a mask of all ones before the model
-        would see its shape.
+        would see its shape. Assisted decoding is refused before any work (transformers 5.25 would run the prompt
+        first, and mark a cache the caller passed).
         """
+        config = kwargs.get("generation_config") or self.generation_config
+        assisted = [name for name in _ASSISTED_GENERATION_OPTIONS
+                    if kwargs.get(name) is not None or getattr(config, name, None) is not None]
+        if assisted:
+            raise ValueError(
+                f"Assisted (speculative) decoding was asked for ({', '.join(assisted)}), which xLSTM models do not "
+                "support: it rolls the cache back to the accepted tokens, and a recurrent state cannot be rolled back. "
+                "Generate without it."
+            )
         if OTHER_CACHE_NAME in kwargs:
             kwargs[CACHE_NAME] = resolve_cache_argument(kwargs.pop("cache", None), kwargs.pop("past_key_values", None))
         prompt = inputs if inputs is not None else kwargs.get("input_ids")

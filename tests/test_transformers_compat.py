@@ -2,6 +2,12 @@
 its older one (`past_key_values`), no warning from our code, a caller's cache always used, and clear errors for
 malformed inputs that used to fail deep inside."""
 
+import importlib.metadata
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import CORPUS, build_tokenizer, generated_cache, no_warnings_from_our_code, randomize_, tiny_config
@@ -148,6 +154,23 @@ def test_a_cache_with_gradient_checkpointing_in_training_is_refused():
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("option", ["prompt_lookup_num_tokens", "assistant_model", "generation_config"])
+def test_assisted_generation_is_refused_before_any_work(option):
+    """Every release refuses it; none may first run the prompt or touch a cache the caller passed."""
+    model = make_model()
+    cache = model(ids_of(1, 5), use_cache=True).cache
+    def states():
+        return [t.clone() for layer in cache.layers for t in layer.recurrent_states.values() if t is not None]
+
+    before = states()
+    value = {"prompt_lookup_num_tokens": 2, "assistant_model": make_model(seed=1),
+             "generation_config": GenerationConfig(pad_token_id=0, prompt_lookup_num_tokens=2)}[option]
+    with pytest.raises(ValueError, match="Assisted .*not support"):
+        greedy(model, ids_of(1, 7), cache=cache, max_new_tokens=2, **{option: value})
+    assert cache.get_seq_length() == 5
+    assert before and all(torch.equal(a, b) for a, b in zip(before, states(), strict=True))
+
+
 def test_empty_input_is_refused():
     model = make_model()
     with pytest.raises(ValueError, match="empty"):
@@ -225,3 +248,46 @@ def test_no_warnings_from_trainer_predict(tmp_path):
     with no_warnings_from_our_code():
         prediction = trainer.predict(data)
     assert prediction.predictions is not None and prediction.metrics["test_loss"] > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hugging Face's kernel hub, `kernels`: a dependency of transformers from 5.25 on, imported by transformers
+# ---------------------------------------------------------------------------------------------------------------
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def import_kernels_at_the_checkout_root(extra_path: str, code: str) -> str:
+    """Run `code` with the checkout's root first on sys.path, as `python -m pytest` from there has it."""
+    env = {**os.environ, "PYTHONPATH": extra_path}
+    run = subprocess.run([sys.executable, "-c", code], cwd=CHECKOUT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout.strip()
+
+
+def test_the_checkout_root_does_not_shadow_the_kernel_hub(tmp_path):
+    """`kernels/` at the checkout's root is importable as a top-level `kernels` there; where the kernel hub is
+    installed, that name must give the hub (transformers 5.25 imports its names at import time), with its
+    submodules."""
+    hub = tmp_path / "site" / "kernels"
+    hub.mkdir(parents=True)
+    (hub / "__init__.py").write_text("__version__ = '0.19.1'\nfrom .layer import kernelize\n")
+    (hub / "layer.py").write_text("def kernelize(model):\n    return model\n")
+    code = "import kernels, kernels.layer; print(kernels.__version__, kernels.kernelize is kernels.layer.kernelize)"
+    assert import_kernels_at_the_checkout_root(str(tmp_path / "site"), code) == "0.19.1 True"
+
+
+def test_transformers_imports_at_the_checkout_root(tmp_path):
+    """Without the hub installed, the top-level `kernels` stays our folder without a version, which transformers
+    reads as no kernel hub; with it installed (transformers 5.25+), it is the hub's. Either way transformers
+    imports."""
+    code = ("import os, transformers.modeling_utils, kernels; from transformers.utils.import_utils import "
+            "is_kernels_available; print(is_kernels_available(), os.path.dirname(kernels.__file__))")
+    available, folder = import_kernels_at_the_checkout_root(str(tmp_path), code).split(" ", 1)
+    try:
+        importlib.metadata.version("kernels")
+    except importlib.metadata.PackageNotFoundError:
+        assert (available, Path(folder)) == ("False", CHECKOUT / "kernels")
+    else:
+        assert Path(folder) != CHECKOUT / "kernels"
