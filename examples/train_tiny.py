@@ -10,8 +10,8 @@ What it does:
 1. Corpus: the standard library's own source files (`sysconfig.get_paths()["stdlib"]`). Its top-level `*.py`
    files are split by file into training and held-out files with a fixed hash of the file name (deterministic, no
    shuffling); with `--corpus packages` (the default) the `*.py` files of its packages join the training files
-   (test suites, applications and installed third-party packages left out: `EXCLUDED_FOLDERS`), so the held-out
-   files are the same for both corpora.
+   (test suites, applications and installed third-party packages left out: `EXCLUDED_FOLDERS`), with `--corpus
+   with-tests` the test suites and applications too, so the held-out files are the same for all corpora.
 2. Tokenizer: a byte-level BPE trained with the `tokenizers` library on the training files only.
 3. Three models with about the same parameter count, trained with `Trainer` on the same token budget (same
    steps, batch size, sequence length, schedule shape and data order; GPT-2 at its own peak learning rate), and
@@ -86,13 +86,17 @@ SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": 
 # Python code from outside the standard library for a second held-out figure: two pure-Python packages that
 # transformers itself depends on, so they are installed wherever this script runs
 EXTERNAL_PACKAGES = ("tqdm", "packaging")
-CORPORA = ("top-level", "packages")
-# Folders of the standard library whose files the "packages" corpus leaves out: test suites (test data in old or
-# deliberately broken syntax, and as much code again as the library), applications (IDLE, the turtle demos), the
-# Python 2 converter with its Python 2 fixtures, and third-party packages installed inside the stdlib folder.
-EXCLUDED_FOLDERS = frozenset(
-    {"test", "tests", "idlelib", "turtledemo", "lib2to3", "site-packages", "dist-packages", "__pycache__"}
-)
+CORPORA = ("top-level", "packages", "with-tests")
+# Folders of the standard library whose files a corpus of its packages leaves out. "packages": test suites (some
+# test data in old or deliberately broken syntax, and 1.6x as much code as the library), applications (IDLE, the
+# turtle demos), the Python 2 converter with its Python 2 fixtures, and third-party packages installed inside the
+# stdlib folder; "with-tests" takes the test suites and the applications too.
+EXCLUDED_FOLDERS = {
+    "packages": frozenset(
+        {"test", "tests", "idlelib", "turtledemo", "lib2to3", "site-packages", "dist-packages", "__pycache__"}
+    ),
+    "with-tests": frozenset({"lib2to3", "site-packages", "dist-packages", "__pycache__"}),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,7 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="which models to train (the hub folder is written only when xlstm is among them)")
     parser.add_argument("--corpus", choices=CORPORA, default="packages",
                         help="training files: the stdlib's top-level *.py files not held out, and with 'packages' "
-                        "also the *.py files of its packages (held out: top-level files only, the same for both)")
+                        "also the *.py files of its packages but their test suites, with 'with-tests' those too "
+                        "(held out: top-level files only, the same for all)")
     parser.add_argument("--stdlib", default=sysconfig.get_paths()["stdlib"],
                         help="the standard-library folder to train and evaluate on")
     parser.add_argument("--held-out-percent", type=int, default=10, help="share of top-level stdlib files held out")
@@ -181,12 +186,14 @@ def read_stdlib(percent: int, corpus: str, root: Path | None = None) -> tuple[di
     """({name: text} of the training files, {name: text} of the held-out files, the stdlib folder).
 
     Names are paths relative to the folder. Held out: the top-level files that `is_held_out`; with the "packages"
-    corpus the files of packages (outside EXCLUDED_FOLDERS) are training files, except copies of a held-out file.
+    and "with-tests" corpora the files of packages (outside the corpus's EXCLUDED_FOLDERS) are training files, except
+    copies of a held-out file.
     """
     root = Path(sysconfig.get_paths()["stdlib"]) if root is None else root
     paths = sorted(root.glob("*.py"))
-    if corpus == "packages":
-        paths += sorted(p for p in root.glob("*/**/*.py") if not EXCLUDED_FOLDERS & set(p.relative_to(root).parts))
+    if corpus in EXCLUDED_FOLDERS:
+        excluded = EXCLUDED_FOLDERS[corpus]
+        paths += sorted(p for p in root.glob("*/**/*.py") if not excluded & set(p.relative_to(root).parts))
     train, held_out = {}, {}
     for path in paths:  # top-level files first, so every held-out text is known before the packages' files
         name = path.relative_to(root).as_posix()
@@ -551,8 +558,8 @@ def model_card(info: dict) -> str:
     long_context_text = long_context_section(info, equal_tokens, evaluation)
     d = info["data"]
     split_rule = f"crc32(file name) % 100 < {info['held_out_percent']}"
-    if d["corpus"] == "packages":
-        excluded = ", ".join(f"`{folder}`" for folder in sorted(EXCLUDED_FOLDERS))
+    if d["corpus"] in EXCLUDED_FOLDERS:
+        excluded = ", ".join(f"`{folder}`" for folder in sorted(EXCLUDED_FOLDERS[d["corpus"]]))
         corpus_rule = (f"the training files are the others and the `*.py` files of its packages "
                        f"({d['train_package_files']} files; folders left out: {excluded}; no copy of a held-out file)")
     else:

@@ -446,6 +446,10 @@ def test_packages_corpus_adds_training_files_only(tmp_path):
     assert held_out_packages == held_out
     assert set(train_packages) == set(train) | {"pkg/a.py", "pkg/sub/b.py"}
 
+    train_tests, held_out_tests, _ = train_tiny.read_stdlib(10, "with-tests", root=tmp_path)
+    assert held_out_tests == held_out
+    assert set(train_tests) == set(train_packages) | {"test/test_a.py", "pkg/tests/c.py"}
+
 
 def test_held_out_split_is_deterministic():
     train_tiny = load_train_tiny()
