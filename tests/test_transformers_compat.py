@@ -159,6 +159,7 @@ def test_assisted_generation_is_refused_before_any_work(option):
     """Every release refuses it; none may first run the prompt or touch a cache the caller passed."""
     model = make_model()
     cache = model(ids_of(1, 5), use_cache=True).cache
+
     def states():
         return [t.clone() for layer in cache.layers for t in layer.recurrent_states.values() if t is not None]
 
