@@ -377,6 +377,15 @@ def load_train_tiny():
     return module
 
 
+def tiny_evaluated_model() -> XLSTMForCausalLM:
+    """A paper-style xLSTM with an sLSTM block (vocab 64, pad id 0) for the evaluation tests; seeds torch with 0."""
+    torch.manual_seed(0)
+    return XLSTMForCausalLM(XLSTMConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, slstm_at=[1], block_style="paper", num_heads=4,
+        slstm_num_heads=4, chunk_size=4, pad_token_id=0,
+    ))
+
+
 def test_eval_windows_cover_every_token_once():
     train_tiny = load_train_tiny()
     files = [[0] + list(range(100, 100 + n)) for n in (1, 7, 8, 9, 30)]
@@ -407,11 +416,7 @@ def test_whole_file_nll_reads_each_file_through_the_recurrent_state():
     """The xLSTM's long-context evaluation reads files in right-padded batches and segments, the state carried:
     the same NLL as each file alone in one forward pass."""
     train_tiny = load_train_tiny()
-    torch.manual_seed(0)
-    model = XLSTMForCausalLM(XLSTMConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=2, slstm_at=[1], block_style="paper", num_heads=4,
-        slstm_num_heads=4, chunk_size=4, pad_token_id=0,
-    ))
+    model = tiny_evaluated_model()
     files = [[0] + torch.randint(1, 64, (n,)).tolist() for n in (1, 9, 23)]
     batched, count = train_tiny.whole_file_nll(model, files, batch_size=2, tokens_per_forward=10, pad_id=0,
                                                desc="batches of 2, segments of 5")
@@ -462,11 +467,7 @@ def test_held_out_split_is_deterministic():
 def test_held_out_nll_is_unchanged_by_batching_and_padding():
     """Windows of different lengths share right-padded batches; each window's NLL must be what it scores alone."""
     train_tiny = load_train_tiny()
-    torch.manual_seed(0)
-    model = XLSTMForCausalLM(XLSTMConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=2, slstm_at=[1], block_style="paper", num_heads=4,
-        slstm_num_heads=4, chunk_size=4, pad_token_id=0,
-    ))
+    model = tiny_evaluated_model()
     files = [[0] + torch.randint(1, 64, (n,)).tolist() for n in (3, 11, 6)]
     windows = train_tiny.eval_windows(files, block_size=8)
     batched, count = train_tiny.held_out_nll(model, windows, batch_size=len(windows), pad_id=0, desc="batched")
