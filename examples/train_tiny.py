@@ -38,7 +38,9 @@ Before committing to a budget, time a few steps of each model and extrapolate:
 
 A long run can be stopped (Ctrl-C, or the machine going away) and continued later with the same command plus
 `--resume`: finished models are kept in `--work-dir`, the interrupted one continues from its last checkpoint
-(every `--save-steps` steps); its training time counts each step once.
+(every `--save-steps` steps); its training time counts each step once. `--resume` may also add models to a run,
+finished or not (`--models` and `--wall-clock-baselines` naming more than before): each model trains from the same
+seed on the same tokenizer and data, so the result is the run that would have trained them all at once.
 """
 
 from __future__ import annotations
@@ -158,7 +160,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run in --work-dir with the same settings: finished models are "
                         "kept, an unfinished one continues from its last checkpoint (a long CPU run can span "
-                        "several sessions); without it the script refuses a --work-dir holding an unfinished run")
+                        "several sessions), and --models / --wall-clock-baselines may add models to it; without it "
+                        "the script refuses a --work-dir holding an unfinished run")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -166,6 +169,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # Options that do not change what a run trains or measures; every other option must match to --resume a run
 NOT_RUN_SETTINGS = frozenset({"output_dir", "work_dir", "eval_batch_size", "num_threads", "save_dtype", "measure_steps",
                               "save_steps", "resume"})
+# Which models a run trains: --resume may add to them (each model trains from its own seed, so a model added later is
+# the one the whole run would have trained) but not drop one trained before
+MODEL_LISTS = ("models", "wall_clock_baselines")
 
 
 def run_settings(args: argparse.Namespace) -> dict:
@@ -846,10 +852,21 @@ def previous_run(args: argparse.Namespace, work_dir: Path) -> dict | None:
         return None
     if state is None or "settings" not in state:
         raise SystemExit(f"error: --resume: no run to continue in {work_dir}")
-    differing = sorted(key for key, value in run_settings(args).items() if state["settings"].get(key) != value)
+    settings = run_settings(args)
+    differing = sorted(key for key, value in settings.items()
+                       if key not in MODEL_LISTS and state["settings"].get(key) != value)
     if differing:
         raise SystemExit(f"error: --resume: the run in {work_dir} used other settings ({', '.join(differing)}); "
                          "repeat its options, or start a fresh run in another --work-dir")
+    for key in MODEL_LISTS:
+        dropped = [name for name in state["settings"][key] if name not in settings[key]]
+        if dropped:
+            raise SystemExit(f"error: --resume: the run in {work_dir} has {' '.join(dropped)} in its "
+                             f"--{key.replace('_', '-')}; name them again (a resumed run may add models, not drop any)")
+    if any(settings[key] != state["settings"][key] for key in MODEL_LISTS):
+        print(f"resuming with more models: --models {' '.join(settings['models'])}, --wall-clock-baselines "
+              f"{' '.join(settings['wall_clock_baselines']) or '(none)'}")
+        state["settings"], state["finished"] = settings, False
     return state
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 
 import modeling_xlstm  # noqa: F401
 from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
@@ -515,7 +515,8 @@ def test_train_tiny_resumes_an_interrupted_run_as_if_uninterrupted(tmp_path, mon
     """A run stopped mid-way and continued with --resume keeps the finished models and the measured step times,
     continues the unfinished run from its last checkpoint, and ends with the figures of the same run done in one go;
     without --resume the script refuses to touch the unfinished run, and with other settings it refuses to resume
-    it."""
+    it. A finished run of the xLSTM alone, resumed with more models, becomes the run that trained them all at once;
+    resuming with fewer models is refused."""
     train_tiny = load_train_tiny()
     monkeypatch.setattr(train_tiny, "read_external_code", small_external_code)
     # the mLSTM-only stack "trains 1.5x faster": its equal wall-clock run gets 9 steps to the xLSTM's 6
@@ -606,6 +607,19 @@ def test_train_tiny_resumes_an_interrupted_run_as_if_uninterrupted(tmp_path, mon
     for label in ("| xLSTM (sLSTM + mLSTM), this model | whole file |", "| xLSTM, mLSTM blocks only | whole file |"):
         assert long_context.count(label) == 1
     assert "GPT-2" not in long_context
+
+    monkeypatch.setattr(train_tiny, "Trainer", Trainer)
+    monkeypatch.setattr(train_tiny, "step_times", lambda names, *args: {"xlstm": 1.5, "mlstm": 1.0})
+    common, folders = TINY_RUN[:TINY_RUN.index("--models")], options("grown")[len(TINY_RUN):]
+    train_tiny.main([*common, "--models", "xlstm", "--wall-clock-baselines", *folders])
+    with pytest.raises(SystemExit, match="xlstm in its --models; name them again"):
+        train_tiny.main([*common, "--models", "mlstm", "--wall-clock-baselines", *folders, "--resume"])
+    train_tiny.main(options("grown", "--resume"))
+    grown = json.loads((tmp_path / "grown" / "work" / "results.json").read_text())
+    assert grown["finished"] and grown["settings"] == once["settings"] and len(grown["parts"]) == 2
+    for run in ("xlstm", "mlstm", "mlstm_wall_clock"):
+        assert grown["results"][run]["eval"] == once["results"][run]["eval"]
+    assert "Not trained at equal wall-clock" not in (tmp_path / "grown" / "hub" / "README.md").read_text()
 
 
 def test_train_tiny_card_of_a_run_without_baselines_claims_no_comparison(tmp_path, monkeypatch):
