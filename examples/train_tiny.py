@@ -1,17 +1,18 @@
 """Train the bundled tiny xLSTM on the Python standard library and compare it with two baselines, offline.
 
-Reproduces `hub_configs/xlstm-tiny-stdlib/` (on a CPU with native bfloat16; without it, or for float32, leave out
-`--bf16`):
+Reproduces `hub_configs/xlstm-tiny-stdlib/` (in float32; the run it records may have trained in parts, see
+`--resume` below):
 
-    python examples/train_tiny.py --bf16 --num-threads 2 --gpt2-learning-rate 8e-3
+    python examples/train_tiny.py --num-threads 2
 
 What it does:
 
 1. Corpus: the standard library's own source files (`sysconfig.get_paths()["stdlib"]`). Its top-level `*.py`
    files are split by file into training and held-out files with a fixed hash of the file name (deterministic, no
-   shuffling); with `--corpus packages` (the default) the `*.py` files of its packages join the training files
-   (test suites, applications and installed third-party packages left out: `EXCLUDED_FOLDERS`), with `--corpus
-   with-tests` the test suites and applications too, so the held-out files are the same for all corpora.
+   shuffling); with `--corpus with-tests` (the default) the `*.py` files of its packages, their test suites and
+   applications (IDLE, the turtle demos) join the training files, with `--corpus packages` only those of its
+   packages without the test suites and applications (left out, with installed third-party packages and the Python
+   2 converter: `EXCLUDED_FOLDERS`), so the held-out files are the same for all corpora.
 2. Tokenizer: a byte-level BPE trained with the `tokenizers` library on the training files only.
 3. Three models with about the same parameter count, trained with `Trainer` on the same token budget (same
    steps, batch size, sequence length, schedule shape and data order; GPT-2 at its own peak learning rate), and
@@ -30,7 +31,8 @@ What it does:
    use: the xLSTM models read each file whole through their recurrent state, GPT-2 slides its window by half.
 5. Saves the xLSTM as a hub-ready folder (config.json, generation_config.json, model.safetensors stored in
    `--save-dtype`, loaded in float32; tokenizer files; README.md model card with the measured numbers, those of
-   "this model" measured on the folder as saved) and the baselines under `--work-dir`.
+   "this model" measured on the folder as saved; `train_tiny_run.json`, the run's settings and every figure) and
+   the baselines under `--work-dir`.
 
 Before committing to a budget, time a few steps of each model and extrapolate:
 
@@ -40,7 +42,10 @@ A long run can be stopped (Ctrl-C, or the machine going away) and continued late
 `--resume`: finished models are kept in `--work-dir`, the interrupted one continues from its last checkpoint
 (every `--save-steps` steps); its training time counts each step once. `--resume` may also add models to a run,
 finished or not (`--models` and `--wall-clock-baselines` naming more than before): each model trains from the same
-seed on the same tokenizer and data, so the result is the run that would have trained them all at once.
+seed on the same tokenizer and data, so the result is the run that would have trained them all at once. Where the
+`--work-dir` is gone (a fresh checkout, another machine), `--resume` continues from the hub folder the run's last
+finished part wrote: its `train_tiny_run.json`, tokenizer and xLSTM weights are all the rest of the run needs (the
+corpus must be the same: same Python, same versions of the outside packages).
 """
 
 from __future__ import annotations
@@ -89,6 +94,9 @@ SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": 
 # transformers itself depends on, so they are installed wherever this script runs
 EXTERNAL_PACKAGES = ("tqdm", "packaging")
 CORPORA = ("top-level", "packages", "with-tests")
+# The run's state and figures, written into the hub folder beside the card: machine-readable, and what --resume
+# continues from when the --work-dir is gone
+RUN_FILE = "train_tiny_run.json"
 # Folders of the standard library whose files a corpus of its packages leaves out. "packages": test suites (some
 # test data in old or deliberately broken syntax, and 1.6x as much code as the library), applications (IDLE, the
 # turtle demos), the Python 2 converter with its Python 2 fixtures, and third-party packages installed inside the
@@ -112,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Trainer output, the two baselines and results.json")
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES),
                         help="which models to train (the hub folder is written only when xlstm is among them)")
-    parser.add_argument("--corpus", choices=CORPORA, default="packages",
+    parser.add_argument("--corpus", choices=CORPORA, default="with-tests",
                         help="training files: the stdlib's top-level *.py files not held out, and with 'packages' "
                         "also the *.py files of its packages but their test suites, with 'with-tests' those too "
                         "(held out: top-level files only, the same for all)")
@@ -122,9 +130,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size (incl. the EOS token)")
     parser.add_argument("--block-size", type=int, default=256, help="tokens per training sequence / eval context")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-steps", type=int, default=1200,
-                        help="optimizer steps per model (the token budget; with the defaults 1.64 epochs of the "
-                        "'packages' corpus)")
+    parser.add_argument("--max-steps", type=int, default=2400,
+                        help="optimizer steps per model (the token budget; with the defaults 1.09 epochs of the "
+                        "'with-tests' corpus)")
     parser.add_argument("--learning-rate", type=float, default=8e-3,
                         help="peak learning rate (cosine schedule) of the two xLSTM models; at 360 steps the xLSTM "
                         "scored 1.930 / 1.848 / 1.826 held-out bits/byte with 2e-3 / 4e-3 / 8e-3")
@@ -150,7 +158,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="mixed precision: matmuls in bfloat16 under autocast, weights and optimizer in float32 "
                         "(Trainer's bf16=True); on a 2-core CPU with AVX512-BF16 a training step of the bundled "
                         "model took 1.07-1.46 s instead of 1.48-2.06 s in float32 (three in-process A/Bs), at the "
-                        "same loss in 150-step trials; CPUs without native bfloat16 may be slower")
+                        "same loss in 150-step trials; on a 2-core AVX2 CPU without native bfloat16 (AMD EPYC) it "
+                        "took 25 s instead of 1.6 s")
     parser.add_argument("--save-dtype", choices=sorted(SAVE_DTYPES), default="bfloat16",
                         help="storage dtype of the saved xLSTM's weights (it loads and runs in float32)")
     parser.add_argument("--measure-steps", type=int, default=0,
@@ -160,8 +169,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run in --work-dir with the same settings: finished models are "
                         "kept, an unfinished one continues from its last checkpoint (a long CPU run can span "
-                        "several sessions), and --models / --wall-clock-baselines may add models to it; without it "
-                        "the script refuses a --work-dir holding an unfinished run")
+                        "several sessions), and --models / --wall-clock-baselines may add models to it; with no run "
+                        "in --work-dir, it continues the one recorded in --output-dir (train_tiny_run.json); without "
+                        "it the script refuses a --work-dir holding an unfinished run")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -835,15 +845,48 @@ def train_and_evaluate(run: str, max_steps: int, args, tokenizer, train_set, eva
     return result, model
 
 
+def cpu_name() -> str:
+    """The processor's model name where the OS tells it (a run's parts may train on different machines)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware() -> str:
     if torch.cuda.is_available():
         return f"GPU ({torch.cuda.get_device_name()})"
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return f"CPU ({cpu_name()}, {os.cpu_count()} cores)"
+
+
+def seed_from_output_dir(args: argparse.Namespace, work_dir: Path) -> None:
+    """--resume of a run whose --work-dir is gone (a fresh checkout, another machine): the hub folder its last part
+    wrote carries what the rest of the run needs. Its RUN_FILE is the run's state with every figure measured so far
+    (the baselines' included, so their weights are not needed again), and its tokenizer and xLSTM weights are the
+    run's; the weights are stored in --save-dtype, so saving them again in that dtype is exact."""
+    out = Path(args.output_dir)
+    if not (out / RUN_FILE).exists():
+        return
+    info = json.loads((out / RUN_FILE).read_text())
+    if info.get("save_dtype") != args.save_dtype:
+        raise SystemExit(f"error: --resume: {out} stores the xLSTM in {info.get('save_dtype')}; resume with "
+                         f"--save-dtype {info.get('save_dtype')} (the float32 weights as trained are not kept)")
+    print(f"resuming the run recorded in {out / RUN_FILE} (no run in {work_dir})")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    PreTrainedTokenizerFast.from_pretrained(out).save_pretrained(work_dir / "tokenizer")
+    XLSTMForCausalLM.from_pretrained(out).save_pretrained(work_dir / "xlstm")
+    write_json(work_dir / "results.json", info)
 
 
 def previous_run(args: argparse.Namespace, work_dir: Path) -> dict | None:
     """The state of the run to continue with --resume (None for a fresh run); refuses to mix two runs."""
     state_file = work_dir / "results.json"
+    if args.resume and not state_file.exists():
+        seed_from_output_dir(args, work_dir)
     state = json.loads(state_file.read_text()) if state_file.exists() else None
     if not args.resume:
         if state is not None and state.get("finished") is False:
@@ -1053,6 +1096,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     (out / "README.md").write_text(model_card(info))
     write_json(work_dir / "results.json", info)
+    write_json(out / RUN_FILE, info)
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"\nwrote {out} ({size / 1e6:.2f} MB) in {info['wall_minutes']:.1f} min")
 

@@ -622,6 +622,43 @@ def test_train_tiny_resumes_an_interrupted_run_as_if_uninterrupted(tmp_path, mon
     assert "Not trained at equal wall-clock" not in (tmp_path / "grown" / "hub" / "README.md").read_text()
 
 
+def test_train_tiny_resumes_from_the_hub_folder_when_the_work_dir_is_gone(tmp_path, monkeypatch):
+    """The hub folder a part of the run wrote carries the run: --resume with an empty --work-dir (a fresh checkout,
+    another machine) adds the baselines to the xLSTM trained before, and ends with the figures of the run done in
+    one go; a --save-dtype that would re-round the stored weights is refused before anything is written."""
+    train_tiny = load_train_tiny()
+    monkeypatch.setattr(train_tiny, "read_external_code", small_external_code)
+    monkeypatch.setattr(train_tiny, "step_times", lambda names, *args: {"xlstm": 1.5, "mlstm": 1.0})
+    (tmp_path / "stdlib").mkdir()
+    write_tiny_stdlib(tmp_path / "stdlib")
+
+    def folders(work: str, hub: str) -> list[str]:
+        return ["--stdlib", str(tmp_path / "stdlib"), "--work-dir", str(tmp_path / work), "--output-dir",
+                str(tmp_path / hub)]
+
+    train_tiny.main([*TINY_RUN, *folders("once", "once_hub")])
+    once = json.loads((tmp_path / "once" / "results.json").read_text())
+    common = TINY_RUN[:TINY_RUN.index("--models")]
+    train_tiny.main([*common, "--models", "xlstm", "--wall-clock-baselines", *folders("first", "hub")])
+    shutil.rmtree(tmp_path / "first")
+    with pytest.raises(SystemExit, match="--save-dtype bfloat16"):
+        train_tiny.main([*TINY_RUN, *folders("second", "hub"), "--save-dtype", "float32", "--resume"])
+    assert not (tmp_path / "second").exists()
+    train_tiny.main([*TINY_RUN, *folders("second", "hub"), "--resume"])
+
+    carried = json.loads((tmp_path / "hub" / train_tiny.RUN_FILE).read_text())
+    assert carried == json.loads((tmp_path / "second" / "results.json").read_text())
+    assert carried["finished"] and carried["settings"] == once["settings"] and len(carried["parts"]) == 2
+    for run in ("xlstm", "mlstm", "mlstm_wall_clock"):
+        assert carried["results"][run]["eval"] == once["results"][run]["eval"]
+    # the weights stored in 16 bits, saved again in 16 bits: the same folder as the one-go run's
+    assert carried["results"]["xlstm"]["shipped_eval"] == once["results"]["xlstm"]["shipped_eval"]
+    assert carried["sample"] == once["sample"]
+    assert (tmp_path / "hub" / "model.safetensors").read_bytes() == (tmp_path / "once_hub" / "model.safetensors"
+                                                                     ).read_bytes()
+    assert "in 2 parts" in (tmp_path / "hub" / "README.md").read_text()
+
+
 def test_train_tiny_card_of_a_run_without_baselines_claims_no_comparison(tmp_path, monkeypatch):
     """`--models xlstm` with no wall-clock baselines writes the hub folder with a card that says there was nothing to
     compare with, instead of the full run's "three models" text and a verdict over a single row."""
