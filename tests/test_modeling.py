@@ -1,12 +1,13 @@
 """The model as a user meets it: full-sequence, piecewise and token-by-token forwards agree; the Auto classes
 build it; save/load round-trips exactly; it trains; the published initialisation is applied."""
 
+import inspect
 import math
 
 import pytest
 import torch
 from helpers import randomize_, tiny_config
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
 
 from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM, XLSTMModel
 
@@ -132,15 +133,23 @@ def test_every_parameter_gets_a_gradient():
     assert not missing, missing
 
 
+# transformers 5.25 added `every_n_layers`: it counts the GradientCheckpointingLayer modules, our blocks
+CHECKPOINTING_OPTIONS = inspect.signature(PreTrainedModel.activation_checkpointing_enable).parameters
+EVERY_N_LAYERS = [1, 2] if "every_n_layers" in CHECKPOINTING_OPTIONS else [1]
+
+
+@pytest.mark.parametrize("every_n_layers", EVERY_N_LAYERS)
 @pytest.mark.parametrize("style", STYLES)
-def test_gradient_checkpointing_gives_the_same_gradients(style):
+def test_gradient_checkpointing_gives_the_same_gradients(style, every_n_layers):
     ids = token_ids(2, 12)
     grads = []
     for checkpointing in (False, True):
         model = make_model(style).train()
         if checkpointing:
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            assert all(block.gradient_checkpointing for block in model.backbone.blocks)
+            kwargs = {"every_n_layers": every_n_layers} if every_n_layers > 1 else {}
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False}, **kwargs)
+            flags = [block.gradient_checkpointing for block in model.backbone.blocks]
+            assert flags == [i % every_n_layers == 0 for i in range(len(flags))] and len(flags) > 1, flags
         model(ids, labels=ids).loss.backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
     for name, grad in grads[0].items():
