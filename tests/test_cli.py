@@ -76,8 +76,19 @@ def test_bundled_folder_is_complete_and_small():
     config = json.loads((BUNDLED / "config.json").read_text())
     assert config["model_type"] == "xlstm_stack"
     assert {"slstm", "mlstm"} <= set(config["block_types"]), config["block_types"]
+    # the card reports every model its run trained (the run may still be growing, see train_tiny.py --resume), and
+    # at least one baseline beside the xLSTM
     card = (BUNDLED / "README.md").read_text()
-    assert "bits/byte" in card and "GPT-2" in card and "mLSTM blocks only" in card
+    train_tiny = load_train_tiny()
+    trained = json.loads((BUNDLED / train_tiny.RUN_FILE).read_text())["results"]
+    assert "xlstm" in trained and len(trained) > 1, sorted(trained)
+    results = card.split("## Results")[1].split("## Training setup")[0]
+    windowed = results.split("### With more context")[0]
+    equal_time = any(name.endswith("_wall_clock") for name in trained)
+    for model in {name.removesuffix("_wall_clock") for name in trained}:  # a row per run, the xLSTM's in each table
+        runs = sum(name.removesuffix("_wall_clock") == model for name in trained)
+        rows = 1 + equal_time if model == "xlstm" else runs
+        assert windowed.count(f"| {train_tiny.LABELS[model]} |") == rows, model
 
 
 def test_bundled_weights_are_stored_in_16_bits_and_run_in_float32(bundled):
