@@ -1007,8 +1007,13 @@ def main(argv: list[str] | None = None) -> None:
     if "xlstm" in results and baselines:
         # equal wall-clock: as many steps as take a baseline as long as the xLSTM's steps, from step times measured
         # side by side (a ratio that load on a shared machine, or a run spread over days, does not skew)
-        if not step_seconds:  # measured once per run, kept for the runs resumed later
-            step_seconds.update(step_times(["xlstm", *baselines], SPEED_STEPS, args, train_set, tokenizer))
+        untimed = [name for name in baselines if name not in step_seconds]
+        if untimed:  # measured once per model, kept for the runs resumed later
+            # a baseline added by a later part is timed beside the xLSTM again, and its time scaled by the xLSTM's
+            # first timing over its new one: every ratio then still comes from steps taken side by side
+            measured = step_times(["xlstm", *untimed], SPEED_STEPS, args, train_set, tokenizer)
+            scale = step_seconds.get("xlstm", measured["xlstm"]) / measured["xlstm"]
+            step_seconds.update({name: seconds * scale for name, seconds in measured.items()})
             save_results()
         for name in baselines:
             steps = max(1, round(args.max_steps * step_seconds["xlstm"] / step_seconds[name]))

@@ -633,6 +633,34 @@ def test_train_tiny_resumes_an_interrupted_run_as_if_uninterrupted(tmp_path, mon
     assert "Not trained at equal wall-clock" not in (tmp_path / "grown" / "hub" / "README.md").read_text()
 
 
+def test_train_tiny_times_a_wall_clock_baseline_added_later_beside_the_xlstm(tmp_path, monkeypatch):
+    """A part that adds an equal wall-clock baseline times it beside the xLSTM again (the machine may be busier or
+    idler than when the first baselines were timed) and keeps the ratio of that side-by-side timing."""
+    train_tiny = load_train_tiny()
+    monkeypatch.setattr(train_tiny, "read_external_code", small_external_code)
+    timed = []
+
+    def step_times(names, *args):
+        timed.append(names)
+        # the first part's machine, then one twice as slow: GPT-2's steps take half the xLSTM's there
+        return {"xlstm": 1.5, "mlstm": 1.0} if len(timed) == 1 else {"xlstm": 3.0, "gpt2": 1.5}
+
+    monkeypatch.setattr(train_tiny, "step_times", step_times)
+    (tmp_path / "stdlib").mkdir()
+    write_tiny_stdlib(tmp_path / "stdlib")
+    folders = ["--stdlib", str(tmp_path / "stdlib"), "--work-dir", str(tmp_path / "work"), "--output-dir",
+               str(tmp_path / "hub")]
+    train_tiny.main([*TINY_RUN, *folders])
+    common = TINY_RUN[:TINY_RUN.index("--models")]
+    train_tiny.main([*common, "--models", "xlstm", "mlstm", "gpt2", "--wall-clock-baselines", "mlstm", "gpt2",
+                     *folders, "--resume"])
+
+    assert timed == [["xlstm", "mlstm"], ["xlstm", "gpt2"]]
+    run = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert run["step_seconds"] == {"xlstm": 1.5, "mlstm": 1.0, "gpt2": 0.75}
+    assert run["results"]["mlstm_wall_clock"]["steps"] == 9 and run["results"]["gpt2_wall_clock"]["steps"] == 12
+
+
 def test_train_tiny_resumes_from_the_hub_folder_when_the_work_dir_is_gone(tmp_path, monkeypatch):
     """The hub folder a part of the run wrote carries the run: --resume with an empty --work-dir (a fresh checkout,
     another machine) adds the baselines to the xLSTM trained before, and ends with the figures of the run done in
