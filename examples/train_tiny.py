@@ -1012,8 +1012,9 @@ def main(argv: list[str] | None = None) -> None:
             # a baseline added by a later part is timed beside the xLSTM again, and its time scaled by the xLSTM's
             # first timing over its new one: every ratio then still comes from steps taken side by side
             measured = step_times(["xlstm", *untimed], SPEED_STEPS, args, train_set, tokenizer)
-            scale = step_seconds.get("xlstm", measured["xlstm"]) / measured["xlstm"]
-            step_seconds.update({name: seconds * scale for name, seconds in measured.items()})
+            step_seconds.setdefault("xlstm", measured["xlstm"])
+            for name in untimed:
+                step_seconds[name] = measured[name] * step_seconds["xlstm"] / measured["xlstm"]
             save_results()
         for name in baselines:
             steps = max(1, round(args.max_steps * step_seconds["xlstm"] / step_seconds[name]))
