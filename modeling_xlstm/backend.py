@@ -130,12 +130,11 @@ def mlstm_op(
         keep = mask.unsqueeze(-1)
         i = i.masked_fill(~keep, float("-inf"))
         f = f.masked_fill(~keep, float("inf"))
-    kernels = select_kernels(backend, q.device)
     S = q.shape[1]
     if S == 1 and state is not None:  # decoding: the step reads [B, NH, ...] directly, no layout change
-        h, state = kernels.mlstm_step(q.squeeze(1), k.squeeze(1), v.squeeze(1), i.squeeze(1), f.squeeze(1), state,
-                                      eps=eps)
+        h, state = mlstm_step_op(q[:, 0], k[:, 0], v[:, 0], i[:, 0], f[:, 0], state=state, eps=eps, backend=backend)
         return h.unsqueeze(1), state
+    kernels = select_kernels(backend, q.device)
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     i, f = i.transpose(1, 2), f.transpose(1, 2)
     if S <= chunk_size:
@@ -143,6 +142,23 @@ def mlstm_op(
     else:
         h, state = kernels.mlstm_chunkwise(q, k, v, i, f, state, chunk_size=chunk_size, eps=eps)
     return h.transpose(1, 2), state
+
+
+def mlstm_step_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    i: torch.Tensor,
+    f: torch.Tensor,
+    *,
+    state: tuple[torch.Tensor, ...] | None,
+    eps: float,
+    backend: str,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """One mLSTM token (a decode step). q, k: [B, NH, DHQK], v: [B, NH, DHV], i, f: [B, NH]; state (C, n, m) or None
+    for an empty one. Returns h [B, NH, DHV] and the new state (the given tensors, updated in place, where the kernel
+    can)."""
+    return select_kernels(backend, q.device).mlstm_step(q, k, v, i, f, state, eps=eps)
 
 
 def slstm_op(

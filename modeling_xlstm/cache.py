@@ -222,16 +222,17 @@ def check_cache(cache: Cache, config, batch_size: int | None, expected: tuple[St
 
 
 def _held_states(cache: Cache, layer_idx: int) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]:
-    """(conv buffer or None, the recurrent state tensors held) of layer `layer_idx`, through the Cache's public
-    accessors (`get_conv_state`, `get_recurrent_state`: None for a slot without a previous state)."""
+    """(conv buffer or None, the recurrent state tensors held) of layer `layer_idx`: what the Cache's public accessors
+    (`get_conv_state`, `get_recurrent_state`) return, read from the layer's slots directly, as they do, without their
+    per-call checks (this runs for every block at every decoded token)."""
     layer = _linear_layer(cache, layer_idx)
+    held = layer.has_previous_state
     states = []
     for slot in range(layer.number_of_states):
-        state = cache.get_recurrent_state(layer_idx, slot)
-        if state is None:
+        if not held[slot]:
             break
-        states.append(state)
-    return cache.get_conv_state(layer_idx, 0), tuple(states)
+        states.append(layer.recurrent_states[slot])
+    return (layer.conv_states[0] if held[0] else None), tuple(states)
 
 
 def read_layer_state(

@@ -9,6 +9,9 @@ Private transformers behaviour relied on (all of it overridden or touched here, 
 - `PreTrainedModel._weight_conversions`, set by `from_pretrained(key_mapping=...)` (`save_under_own_names`);
 - `GenerationMixin._prepare_cache_for_generation`, `_valid_auto_compile_criteria`, `_prefill`, and
   `CompileConfig._compile_all_devices` (`XLSTMGenerationHooks`);
+- what `GenerationMixin.prepare_inputs_for_generation` returns for a decoding step (the last column of `input_ids`,
+  the cache and the remaining keywords), which `XLSTMForCausalLM.prepare_inputs_for_generation` builds itself for a
+  one-token step, without the generic version's per-step `model.device` lookups;
 - the fields of `cache_utils.LinearAttentionLayer` that `modeling_xlstm.cache` writes directly (`has_previous_state`,
   `recurrent_states`/`conv_states` slots and their `is_*_initialized` flags), where the public `update_*_state`
   methods would copy a state that autograd still needs (stateful training) or never mark a state-only layer as

@@ -12,6 +12,7 @@ recurrent slots and the causal-conv buffer in conv slot 0 (see `modeling_xlstm.c
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import logging
 
-from .backend import check_backend, mlstm_op, slstm_op
+from .backend import check_backend, mlstm_op, mlstm_step_op, slstm_op
 from .cache import StateLayout, XLSTMCache, check_cache, read_layer_state, write_layer_state
 from .compat import (
     CACHE_NAME,
@@ -39,6 +40,11 @@ from .kernels.lm_loss import linear_cross_entropy
 from .packing import PACKING_INPUTS, document_starts, packed_layout
 
 logger = logging.get_logger(__name__)
+
+# True while generate() runs, after it checked the prompt's token ids (see XLSTMModel._check_input_ids)
+_PROMPT_CHECKED: ContextVar[bool] = ContextVar("xlstm_prompt_checked", default=False)
+# the FlatDecodeStep of the model whose generate() runs, if it has one
+_DECODE_STEP: ContextVar["FlatDecodeStep | None"] = ContextVar("xlstm_decode_step", default=None)
 
 
 class _SoftCap(torch.autograd.Function):
@@ -234,6 +240,8 @@ class XLSTMLargeMLSTMLayer(nn.Module):
         self.layer_idx = layer_idx
         D, NH = config.hidden_size, config.num_heads
         self.qk_dim, self.v_dim = config.qk_dim, config.v_dim
+        # read per token: plain attributes are read in a fraction of the time a config field takes
+        self.num_heads, self.gate_soft_cap, self.eps = NH, config.gate_soft_cap, config.eps
         if config.weight_mode == "single":
             self.q = nn.Linear(D, self.qk_dim, bias=config.use_bias)
             self.k = nn.Linear(D, self.qk_dim, bias=config.use_bias)
@@ -249,22 +257,34 @@ class XLSTMLargeMLSTMLayer(nn.Module):
         )
         self.out_proj = nn.Linear(self.v_dim, D, bias=config.use_bias)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None) -> torch.Tensor:
-        B, S, _ = x.shape
-        NH = self.config.num_heads
-        cap = self.config.gate_soft_cap
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """q, k [..., qk_dim], v, o [..., v_dim] and the soft-capped gate pre-activations i, f [..., NH] of
+        x [..., D]."""
+        NH, cap = self.num_heads, self.gate_soft_cap
         if self.config.weight_mode == "single":
             q, k, v, o = self.q(x), self.k(x), self.v(x), self.ogate_preact(x)
             i, f = soft_cap(self.igate_preact(x), cap), soft_cap(self.fgate_preact(x), cap)
         else:
             q, k, v, o = self.qkv_opreact(x).split([self.qk_dim, self.qk_dim, self.v_dim, self.v_dim], dim=-1)
             i, f = soft_cap(self.ifgate_preact(x), cap).split([NH, NH], dim=-1)
+        return q, k, v, o, i, f
 
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None) -> torch.Tensor:
+        """x: [B, S, D] -> [B, S, D]; or one decode token per row, [B, D] -> [B, D] (no mask), continuing the cache."""
+        B, NH = x.shape[0], self.num_heads
+        q, k, v, o, i, f = self.project(x)
         _, state = read_layer_state(cache, self.layer_idx, batch_size=B)
-        h, state = mlstm_op(
-            q.view(B, S, NH, -1), k.view(B, S, NH, -1), v.view(B, S, NH, -1), i, f, state=state, mask=mask,
-            chunk_size=self.config.chunk_size, eps=self.config.eps, backend=self.config.backend,
-        )
+        if x.dim() == 2:
+            h, state = mlstm_step_op(
+                q.view(B, NH, -1), k.view(B, NH, -1), v.view(B, NH, -1), i, f, state=state, eps=self.eps,
+                backend=self.config.backend,
+            )
+        else:
+            S = x.shape[1]
+            h, state = mlstm_op(
+                q.view(B, S, NH, -1), k.view(B, S, NH, -1), v.view(B, S, NH, -1), i, f, state=state, mask=mask,
+                chunk_size=self.config.chunk_size, eps=self.eps, backend=self.config.backend,
+            )
         write_layer_state(cache, self.layer_idx, None, state, self.config.inference_state_dtype)
         h = self.multihead_norm(h)
         return self.out_proj(torch.sigmoid(o) * h)
@@ -306,6 +326,9 @@ class XLSTMPaperMLSTMLayer(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None) -> torch.Tensor:
+        """x: [B, S, D] -> [B, S, D]; or one decode token per row, [B, D] -> [B, D], as a sequence of length 1."""
+        if x.dim() == 2:
+            return self.forward(x.unsqueeze(1), None, cache).squeeze(1)
         B, S, _ = x.shape
         NH = self.config.num_heads
         x_mlstm, z = self.up_proj(x).split(self.inner_dim, dim=-1)
@@ -372,6 +395,9 @@ class XLSTMSLSTMLayer(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None) -> torch.Tensor:
+        """x: [B, S, D] -> [B, S, D]; or one decode token per row, [B, D] -> [B, D], as a sequence of length 1."""
+        if x.dim() == 2:
+            return self.forward(x.unsqueeze(1), None, cache).squeeze(1)
         B, S, D = x.shape
         conv_state, cell_state = read_layer_state(cache, self.layer_idx, batch_size=B)
         if self.conv1d is not None:
@@ -418,7 +444,8 @@ class XLSTMFeedForward(nn.Module):
             gate, up = self.proj_up_gate(x), self.proj_up(x)
         else:
             gate, up = self.proj_up_gate_z(x).split(self.ffn_dim, dim=-1)
-        return self.dropout(self.proj_down(self.act_fn(gate) * up))
+        x = self.proj_down(self.act_fn(gate) * up)
+        return self.dropout(x) if self.training else x  # (dropout is the identity in eval mode: no module call)
 
 
 def mixer_class(config: XLSTMConfig, layer_idx: int) -> type[nn.Module]:
@@ -455,10 +482,161 @@ class XLSTMBlock(GradientCheckpointingLayer):
     def forward(
         self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None, cache: Cache | None = None
     ) -> torch.Tensor:
+        """hidden_states: [B, S, D] (mask [B, S] bool or None), or [B, D] for one decode token per row (no mask,
+        continuing the cache) -> the same shape."""
         hidden_states = hidden_states + self.mixer(self.norm_mixer(hidden_states), mask, cache)
         if self.ffn is not None:
             hidden_states = hidden_states + self.ffn(self.norm_ffn(hidden_states))
         return hidden_states
+
+
+# --------------------------------------------------------------------------------------------------------------
+# generate()'s decoding step without module calls
+# --------------------------------------------------------------------------------------------------------------
+
+
+WeightAndBias = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def _weight_and_bias(module: nn.Module) -> WeightAndBias:
+    return module.weight, module.bias
+
+
+def _concatenated(pairs: list[WeightAndBias]) -> list[WeightAndBias]:
+    """Several linear maps of one input as one: [(weights stacked by rows, biases concatenated or None)]."""
+    weights, biases = zip(*pairs)
+    bias = None if biases[0] is None else torch.cat(biases)
+    return [(torch.cat(weights), bias)]
+
+
+class FlatDecodeStep:
+    """One decode token of a float32 7B-style model as straight tensor code: the ops of the modules' forward on
+    [B, D] rows, without the modules around them (the same numbers: bit for bit where the projections are multiplied
+    as the modules multiply them, to the last bit of a matmul's rounding where single weights are fused copies).
+
+    In a small model a decode step costs its dispatch and Python overhead, not its arithmetic: a 7B-style block makes
+    17 module calls, each with its hook checks and attribute lookups, around the ~30 tensor ops of the recurrence.
+    `generate()` builds one per call (`for_model`, None where the model is not plain), holding the weights it reads,
+    and runs its decoding steps through it; everything else (the prompt, direct calls, training) runs the modules.
+    Plain means: no hooks on any module (accelerate's device hooks, user hooks), every projection a bare `nn.Linear`
+    (not a PEFT adapter or a quantized layer), float32 weights, eval mode. Blocks other than 7B-style mLSTM blocks
+    run as modules.
+    """
+
+    # Single-mode projections are multiplied as fused copies (q, k, v, o and i, f and gate, up each concatenated, as
+    # fuse_projections() would store them) when the copies take at most this many bytes: a few large matmuls cost
+    # less than many small ones (the benchmark's small model at batch 8: its matmuls fused in 0.8x the time). The
+    # copies are made per generate() call and held only during it; larger models multiply their weights in place.
+    FUSED_COPY_BYTES = 32 * 2**20
+
+    def __init__(self, model: "XLSTMForCausalLM"):
+        backbone, config = model.backbone, model.config
+        self.model, self.embedding = model, backbone.embeddings.weight
+        self.norm_eps, self.act_fn = config.norm_eps, _ACTIVATIONS[config.ffn_act_fn]
+        self.out_norm = _weight_and_bias(backbone.out_norm) if type(backbone.out_norm) is XLSTMRMSNorm else None
+        self.head = (model.lm_head.weight, model.lm_head.bias, config.output_logit_soft_cap)
+        mlstm_blocks = [block for block in backbone.blocks if isinstance(block.mixer, XLSTMLargeMLSTMLayer)]
+        single_bytes = sum(
+            param.numel() * param.element_size()
+            for block in mlstm_blocks if block.mixer.config.weight_mode == "single"
+            for module in (*block.mixer.children(), *block.ffn.children())
+            if type(module) is nn.Linear and module is not block.mixer.out_proj and module is not block.ffn.proj_down
+            for param in module.parameters()
+        )
+        fuse = single_bytes <= self.FUSED_COPY_BYTES
+        self.blocks = [
+            self._block_weights(block, fuse) if block in mlstm_blocks else block for block in backbone.blocks
+        ]
+
+    @staticmethod
+    def _block_weights(block: XLSTMBlock, fuse: bool) -> tuple:
+        """What a 7B-style mLSTM block's step reads, gathered once: settings, then (weight, bias) pairs."""
+        mixer, ffn, config = block.mixer, block.ffn, block.mixer.config
+        pair = _weight_and_bias
+        if config.weight_mode == "single":
+            projections = [pair(mixer.q), pair(mixer.k), pair(mixer.v), pair(mixer.ogate_preact)]
+            gates = [pair(mixer.igate_preact), pair(mixer.fgate_preact)]
+            up = [pair(ffn.proj_up_gate), pair(ffn.proj_up)]
+            if fuse:
+                projections, gates, up = (_concatenated(pairs) for pairs in (projections, gates, up))
+        else:
+            projections, gates, up = [pair(mixer.qkv_opreact)], [pair(mixer.ifgate_preact)], [pair(ffn.proj_up_gate_z)]
+        settings = (mixer.layer_idx, mixer.num_heads, mixer.gate_soft_cap, mixer.eps, config.backend,
+                    config.inference_state_dtype, [mixer.qk_dim, mixer.qk_dim, mixer.v_dim, mixer.v_dim])
+        norms = (pair(block.norm_mixer), pair(mixer.multihead_norm), pair(block.norm_ffn))
+        return settings, norms, projections, gates, pair(mixer.out_proj), up, pair(ffn.proj_down)
+
+    @classmethod
+    def for_model(cls, model: "XLSTMForCausalLM") -> "FlatDecodeStep | None":
+        backbone = model.backbone
+        if model.training or backbone.embeddings.weight.dtype != torch.float32:
+            return None
+        if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+            return None
+        for module in model.modules():
+            if module._forward_hooks or module._forward_pre_hooks or hasattr(module, "_hf_hook"):
+                return None
+        if type(backbone.embeddings) is not nn.Embedding or type(model.lm_head) is not nn.Linear:
+            return None
+        if type(backbone.out_norm) not in (XLSTMRMSNorm, nn.Identity):
+            return None
+        for block in backbone.blocks:
+            if not isinstance(block.mixer, XLSTMLargeMLSTMLayer):
+                continue
+            norms = (block.norm_mixer, block.norm_ffn, block.mixer.multihead_norm)
+            if [type(norm) for norm in norms] != [XLSTMRMSNorm, XLSTMRMSNorm, XLSTMMultiHeadLayerNorm]:
+                return None
+            others = [module for module in (*block.mixer.children(), *block.ffn.children()) if module not in norms]
+            if not all(type(module) in (nn.Linear, nn.Dropout) for module in others):
+                return None
+        return cls(model)
+
+    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        x = F.rms_norm(x, x.shape[-1:], weight, self.norm_eps)  # XLSTMRMSNorm on float32
+        return x if bias is None else x + bias
+
+    def _mlstm_block(self, x: torch.Tensor, weights: tuple, cache: Cache) -> torch.Tensor:
+        """XLSTMBlock.forward of a 7B-style mLSTM block on [B, D] rows."""
+        settings, norms, projections, gates, out, up, down = weights
+        layer_idx, NH, cap, eps, backend, state_dtype, qkvo_sizes = settings
+        B = x.shape[0]
+        xn = self._rms_norm(x, *norms[0])
+        if len(projections) == 4:
+            q, k, v, o = (F.linear(xn, weight, bias) for weight, bias in projections)
+            i, f = (soft_cap(F.linear(xn, weight, bias), cap) for weight, bias in gates)
+        else:
+            # (split_with_sizes and chunk: Tensor.split is a Python wrapper around them that costs more than they do)
+            q, k, v, o = F.linear(xn, *projections[0]).split_with_sizes(qkvo_sizes, dim=-1)
+            i, f = soft_cap(F.linear(xn, *gates[0]), cap).chunk(2, dim=-1)
+        _, state = read_layer_state(cache, layer_idx, batch_size=B)
+        h, state = mlstm_step_op(
+            q.view(B, NH, -1), k.view(B, NH, -1), v.view(B, NH, -1), i, f, state=state, eps=eps, backend=backend
+        )
+        write_layer_state(cache, layer_idx, None, state, state_dtype)
+        weight, bias = norms[1]  # XLSTMMultiHeadLayerNorm on float32
+        h = F.layer_norm(h, h.shape[-1:], eps=self.norm_eps).flatten(-2) * weight
+        h = h if bias is None else h + bias
+        x = x + F.linear(torch.sigmoid(o) * h, *out)
+
+        xn = self._rms_norm(x, *norms[2])
+        if len(up) == 2:
+            gate, value = (F.linear(xn, weight, bias) for weight, bias in up)
+        else:
+            gate, value = F.linear(xn, *up[0]).chunk(2, dim=-1)
+        return x + F.linear(self.act_fn(gate) * value, *down)
+
+    def __call__(self, input_ids: torch.Tensor, cache: Cache) -> torch.Tensor:
+        """input_ids [B, 1] -> next-token logits [B, 1, V] (float32, soft-capped), the cache advanced in place."""
+        x = F.embedding(input_ids[:, 0], self.embedding)  # [B, D]
+        for block in self.blocks:
+            x = self._mlstm_block(x, block, cache) if type(block) is tuple else block(x, None, cache)
+        if self.out_norm is not None:
+            x = self._rms_norm(x, *self.out_norm)
+        weight, bias, cap = self.head
+        logits = soft_cap(F.linear(x, weight, bias).float(), cap)
+        if isinstance(cache, XLSTMCache):
+            cache.record_tokens(1, logits.device)
+        return logits.unsqueeze(1)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -639,9 +817,10 @@ class XLSTMModel(XLSTMPreTrainedModel):
         self.embeddings = new_embeddings
 
     def _check_input_ids(self, input_ids: torch.Tensor) -> None:
-        # skipped where a host sync is impossible or costly: under torch.compile and while a CUDA graph is captured
-        # (a decode step captured once and replayed per token must not read a tensor back on the host)
-        if torch.compiler.is_compiling():
+        # skipped where a host sync is impossible or costly: under torch.compile, while a CUDA graph is captured
+        # (a decode step captured once and replayed per token must not read a tensor back on the host), and inside
+        # generate(), which checked the prompt once and feeds back tokens the LM head chose (every one < vocab_size)
+        if torch.compiler.is_compiling() or _PROMPT_CHECKED.get():
             return
         if input_ids.is_cuda and torch.cuda.is_current_stream_capturing():
             return
@@ -769,9 +948,14 @@ class XLSTMModel(XLSTMPreTrainedModel):
 
         # packed rows run as a batch of documents, each from a fresh state (see modeling_xlstm.packing)
         layout = packed_layout(starts.to(inputs_embeds.device)) if starts is not None else None
-        hidden_states = self.embedding_dropout(inputs_embeds)
+        hidden_states = self.embedding_dropout(inputs_embeds) if self.training else inputs_embeds
         if layout is not None:
             hidden_states, mask = layout.unpack(hidden_states), None
+        # One token per row and no padding (a decode step): the blocks take [B, D] rows, on which every projection is
+        # a single matmul call and the recurrence one step; at small sizes a step costs its op count, not arithmetic.
+        one_token = S == 1 and mask is None and layout is None
+        if one_token:
+            hidden_states = hidden_states[:, 0]
         all_hidden_states = [hidden_states] if output_hidden_states else None
         for block in self.blocks:
             hidden_states = block(hidden_states, mask, cache)
@@ -780,6 +964,10 @@ class XLSTMModel(XLSTMPreTrainedModel):
         hidden_states = self.out_norm(hidden_states)
         if output_hidden_states:
             all_hidden_states[-1] = hidden_states
+        if one_token:
+            hidden_states = hidden_states.unsqueeze(1)
+            if output_hidden_states:
+                all_hidden_states = [h.unsqueeze(1) for h in all_hidden_states]
         if layout is not None:
             hidden_states = layout.repack(hidden_states, B)
             if output_hidden_states:
@@ -913,7 +1101,15 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
                     f"attention_mask has shape {tuple(mask.shape)} but the prompt is [{B}, {S}]; pass the mask the "
                     f"tokenizer returned with the prompt ([{B}, {S}], 0 at padding)."
                 )
-        return super().generate(inputs, *args, **kwargs)
+        checked = isinstance(prompt, torch.Tensor) and not prompt.dtype.is_floating_point and prompt.numel() > 0
+        if checked:
+            self.backbone._check_input_ids(prompt)  # once here, so that no decoding step pays a host sync for it
+        tokens = _PROMPT_CHECKED.set(checked), _DECODE_STEP.set(FlatDecodeStep.for_model(self))
+        try:
+            return super().generate(inputs, *args, **kwargs)
+        finally:
+            _PROMPT_CHECKED.reset(tokens[0])
+            _DECODE_STEP.reset(tokens[1])
 
     def prepare_inputs_for_generation(
         self,
@@ -932,6 +1128,11 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
         is never padding, so decoding steps get none, which keeps the step's inputs fixed in shape for compilation.
         """
         cache = resolve_cache_argument(cache, past_key_values)
+        if cache is not None and not is_first_iteration and next_sequence_length == 1 and not kwargs.keys() - {
+            "logits_to_keep", "use_cache"
+        }:  # a decoding step: what the generic version returns for it, without its per-step lookups (model.device)
+            return {"input_ids": input_ids[:, -1:].clone(memory_format=torch.contiguous_format), CACHE_NAME: cache,
+                    **kwargs}
         model_inputs = super().prepare_inputs_for_generation(
             input_ids,
             next_sequence_length=next_sequence_length,
@@ -975,6 +1176,17 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
             in training mode when a loss is computed and `config.logits_with_loss` is False: the loss then never
             holds them), the cache (`.cache`, also readable as `.past_key_values`) and `hidden_states` if asked.
         """
+        cache = resolve_cache_argument(cache, past_key_values)
+        decode_step = None if torch.compiler.is_compiling() else _DECODE_STEP.get()
+        if (
+            decode_step is not None and decode_step.model is self and cache is not None and input_ids is not None
+            and inputs_embeds is None and input_ids.shape[1] == 1 and attention_mask is None and labels is None
+            and not kwargs and isinstance(logits_to_keep, int) and logits_to_keep in (0, 1)
+            and not (self.config.output_hidden_states if output_hidden_states is None else output_hidden_states)
+            and (self.config.return_dict if return_dict is None else return_dict)
+        ):  # a decoding step of generate() (see FlatDecodeStep)
+            check_cache(cache, self.config, input_ids.shape[0], self.backbone._state_layouts)
+            return XLSTMCausalLMOutput(logits=decode_step(input_ids, cache), **{CACHE_NAME: cache})
         loss_kwargs = {key: kwargs.pop(key) for key in _LOSS_INPUTS if key in kwargs}
         packing = {key: kwargs.pop(key) for key in PACKING_INPUTS if key in kwargs}
         _check_no_unused_inputs(
@@ -987,7 +1199,7 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
-            cache=resolve_cache_argument(cache, past_key_values),
+            cache=cache,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
             return_dict=True,

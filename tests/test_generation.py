@@ -4,6 +4,7 @@ static-cache path compiles once, and bad inputs fail early with errors that say 
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from helpers import build_tokenizer, generated_cache, no_warnings_from_our_code, randomize_, tiny_config
 from transformers import (
     CompileConfig,
@@ -16,6 +17,7 @@ from transformers import (
 )
 
 from modeling_xlstm import XLSTMCache, XLSTMForCausalLM
+from modeling_xlstm.modeling_xlstm import FlatDecodeStep
 
 STYLES = ["paper", "large"]
 # chunk_size is 8 in tiny_config, so prompts of 13+ tokens take the chunkwise path and shorter ones the parallel one
@@ -73,6 +75,79 @@ def test_prefill_then_decode_equals_one_forward(style, blocks):
     assert cache.get_seq_length() == ids.shape[1]
     # DESIGN §4: float32, atol 1e-4 (the chunkwise, parallel and recurrent forms differ by rounding only)
     torch.testing.assert_close(torch.cat(logits, dim=1), full, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_decode_step_returns_the_hidden_states_of_the_sequence_forward(style):
+    # a one-token step runs the blocks on [B, D] rows; what it returns keeps the [B, 1, D] shapes of a sequence
+    model = make_model(style, slstm_at=[1])
+    ids = token_ids(2, 9)
+    with torch.no_grad():
+        full = model(ids, output_hidden_states=True, use_cache=False)
+        cache = model(ids[:, :-1], use_cache=True).cache
+        step = model(ids[:, -1:], cache=cache, output_hidden_states=True)
+    assert step.logits.shape == (2, 1, 97)
+    assert len(step.hidden_states) == len(full.hidden_states)
+    for ours, whole in zip(step.hidden_states, full.hidden_states):
+        assert ours.shape == (2, 1, 32)
+        # DESIGN §4: float32, atol 1e-4 (the parallel and recurrent forms differ by rounding only)
+        torch.testing.assert_close(ours, whole[:, -1:], atol=1e-4, rtol=0)
+
+
+def test_generate_decoding_steps_read_nothing_back_to_the_host():
+    # a read-back (a token-id check, say) would stall a GPU's queue of decode-step kernels at every token
+    class CountReadBacks(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.aten._local_scalar_dense:
+                counts[-1] += 1
+            return func(*args, **(kwargs or {}))
+
+    def enter(*args):
+        counts.append(0)
+        mode.__enter__()
+
+    model, counts, mode = make_model("large"), [], CountReadBacks()
+    model.register_forward_pre_hook(enter)
+    model.register_forward_hook(lambda *args: mode.__exit__(None, None, None))
+    new_tokens(model, token_ids(2, 7), max_new_tokens=6)
+    assert len(counts) == 6 and counts[1:] == [0] * 5
+
+
+@pytest.mark.parametrize("weights", ["single", "single, over the copy budget", "fused", "with an sLSTM block"])
+def test_generate_steps_without_module_calls_give_what_the_modules_give(weights, monkeypatch):
+    # generate() runs its decoding steps through FlatDecodeStep: the modules' ops on raw weights, so the same numbers;
+    # single weights it multiplies as fused copies, whose matmul may round the last bit differently (hence 1e-5)
+    model = make_model("large", slstm_at=[1] if weights == "with an sLSTM block" else [])
+    if weights == "fused":
+        model.fuse_projections()
+    if weights == "single, over the copy budget":
+        monkeypatch.setattr(FlatDecodeStep, "FUSED_COPY_BYTES", 0)  # multiplies the single weights themselves
+    assert FlatDecodeStep.for_model(model) is not None
+    ids = token_ids(2, 7)
+    kwargs = dict(max_new_tokens=6, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    with torch.no_grad():
+        flat = model.generate(ids, **kwargs)
+        monkeypatch.setattr(FlatDecodeStep, "for_model", classmethod(lambda cls, model: None))
+        modules = model.generate(ids, **kwargs)
+    assert torch.equal(flat.sequences, modules.sequences)
+    for ours, theirs in zip(flat.scores, modules.scores):
+        if weights in ("fused", "single, over the copy budget"):
+            assert torch.equal(ours, theirs)
+        else:
+            torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    assert generated_cache(flat).get_seq_length() == generated_cache(modules).get_seq_length() == 12
+
+
+def test_generate_runs_the_modules_where_something_hooks_or_wraps_them():
+    model = make_model("large")
+    assert FlatDecodeStep.for_model(model) is not None
+    handle = model.backbone.blocks[0].mixer.q.register_forward_hook(lambda *args: None)  # a user's (or accelerate's)
+    assert FlatDecodeStep.for_model(model) is None
+    handle.remove()
+    model.backbone.blocks[0].ffn.proj_up = torch.nn.Sequential(model.backbone.blocks[0].ffn.proj_up)  # an adapter
+    assert FlatDecodeStep.for_model(model) is None
+    assert FlatDecodeStep.for_model(make_model("large").train()) is None
+    assert FlatDecodeStep.for_model(make_model("large").to(torch.bfloat16)) is None
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -277,11 +277,13 @@ def mlstm_recurrent_step(
     else:
         c_new = torch.addcmul(c * f_act.unsqueeze(-1), k_i.unsqueeze(-1), v.unsqueeze(-2))
         n_new = torch.addcmul(k_i, n, f_act)
-    q = (q * DHQK**-0.5).unsqueeze(-2)  # [B, NH, 1, DHQK]
-    numerator = (q @ c_new).squeeze(-2)  # [B, NH, DHV]
-    qn = (q @ n_new.unsqueeze(-1)).squeeze(-1)  # [B, NH, 1]
+    # bmm over B * NH rows rather than a broadcasting matmul, whose shape handling costs more than these products
+    (B, NH), DHV = q.shape[:2], v.shape[-1]
+    q = (q * DHQK**-0.5).reshape(B * NH, 1, DHQK)
+    numerator = torch.bmm(q, c_new.reshape(B * NH, DHQK, DHV)).view(B, NH, DHV)
+    qn = torch.bmm(q, n_new.reshape(B * NH, DHQK, 1)).view(B, NH, 1)
     h = numerator / (torch.maximum(qn.abs(), torch.exp(-m_new)) + eps)
-    return h.to(out_dtype), (c_new, n_new, m_new)
+    return _as_dtype(h, out_dtype), (c_new, n_new, m_new)
 
 
 def mlstm_recurrent_sequence(
