@@ -18,9 +18,10 @@ Figures (all recorded in results.jsonl / RESULTS.md):
   time of the model's matmuls alone, beside the competitor's time. Its ratio is the most any implementation of the
   model could reach against transformers' xLSTM at that shape.
 
-Times are the best of `--repeats` runs, ours and theirs interleaved, so that load from other processes on a shared
-machine hits both alike. By default torch uses one thread: on a small, shared machine several OpenMP threads wait on
-each other for every small decode op, and the figures become erratic.
+Times are the median of `--repeats` runs, ours and theirs interleaved, so that load from other processes on a shared
+machine hits both alike (until 2026-12-07 the best run: on this shared machine, best-of ratios of consecutive
+invocations differed by up to 0.3). By default torch uses one thread: on a small, shared machine several OpenMP
+threads wait on each other for every small decode op, and the figures become erratic.
 
     python -m benchmarks.bench_generate_cpu [--size medium|small] [--threads 1] [--repeats 3] [--new-tokens 64]
                                             [--decode-tokens 2000] [--parts generate prefill decode]
@@ -102,8 +103,8 @@ def build_models(config: dict):
     return ours, theirs
 
 
-def best_of(repeats: int, functions: dict, progress) -> dict:
-    """Run every function `repeats` times, interleaved; the best (lowest) seconds of each."""
+def median_of(repeats: int, functions: dict, progress) -> dict:
+    """Run every function `repeats` times, interleaved; the median seconds of each."""
     times = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
@@ -111,7 +112,7 @@ def best_of(repeats: int, functions: dict, progress) -> dict:
             function()
             times[name].append(time.perf_counter() - start)
             progress.update(1)
-    return {name: min(values) for name, values in times.items()}
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -189,9 +190,10 @@ def generate_throughput(ours, theirs, args, generator, device: str, suffix: str,
             "matmul_floor": lambda: [floor() for _ in range(n)],
         }
         with tqdm(total=len(runs) * args.repeats, desc=f"generate batch {batch}") as progress:
-            seconds = best_of(args.repeats, runs, progress)
+            seconds = median_of(args.repeats, runs, progress)
         theirs_tps = batch * n / seconds["theirs"]
-        shape = f"B={batch}, prompt {args.prompt_tokens}, {n} new tokens greedy, best of {args.repeats}; {config_text}"
+        shape = (f"B={batch}, prompt {args.prompt_tokens}, {n} new tokens greedy, median of {args.repeats}; "
+                 f"{config_text}")
         for name, key in ((f"cpu_generate_tok_s_b{batch}{suffix}", "ours"),
                           (f"cpu_generate_tok_s_b{batch}_static_compiled{suffix}", "ours_static_compiled")):
             entry = record(name, batch * n / seconds[key], theirs_tps, competitor(), "new tokens/s", "higher", device,
@@ -234,10 +236,10 @@ def prefill_throughput(ours, theirs, args, generator, device: str, suffix: str, 
             "matmul_floor": linear_layers_step(ours.backbone, 1, T),
         },
     }
-    shape = f"B=1, T={T}, chunk 64, best of {args.repeats}; {config_text}"
+    shape = f"B=1, T={T}, chunk 64, median of {args.repeats}; {config_text}"
     for name, functions in cases.items():
         with tqdm(total=len(functions) * args.repeats, desc=name) as progress:
-            seconds = best_of(args.repeats, functions, progress)
+            seconds = median_of(args.repeats, functions, progress)
         entry = record(name + suffix, T / seconds["ours"], T / seconds["theirs"], competitor(), "tokens/s", "higher",
                        device, shape)
         print(f"{name}{suffix}: ours {entry['ours']:.0f} tok/s, theirs {entry['theirs']:.0f} tok/s, "
