@@ -503,10 +503,11 @@ def _weight_and_bias(module: nn.Module) -> WeightAndBias:
 
 
 def _concatenated(pairs: list[WeightAndBias]) -> list[WeightAndBias]:
-    """Several linear maps of one input as one: [(weights stacked by rows, biases concatenated or None)]."""
-    weights, biases = zip(*pairs)
-    bias = None if biases[0] is None else torch.cat(biases)
-    return [(torch.cat(weights), bias)]
+    """Several linear maps of one input as one: [(weights stacked by rows, biases concatenated or None)], detached
+    (copies for decoding, made outside generate()'s no_grad)."""
+    weight = torch.cat([weight.detach() for weight, _ in pairs])
+    bias = None if pairs[0][1] is None else torch.cat([bias.detach() for _, bias in pairs])
+    return [(weight, bias)]
 
 
 class FlatDecodeStep:
@@ -1078,7 +1079,8 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
 
         The attention mask is checked against the prompt here: generate() drops a mask of all ones before the model
         would see its shape. Assisted decoding is refused before any work (transformers 5.25 would run the prompt
-        first, and mark a cache the caller passed).
+        first, and mark a cache the caller passed). The prompt's token ids are checked here, once, and the decoding
+        steps go through a `FlatDecodeStep` where the model allows one; neither changes what is generated.
         """
         config = kwargs.get("generation_config") or self.generation_config
         assisted = [name for name in _ASSISTED_GENERATION_OPTIONS
