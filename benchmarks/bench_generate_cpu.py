@@ -182,12 +182,14 @@ def generate_throughput(ours, theirs, args, generator, device: str, suffix: str,
         compiled_tokens = run(ours, 8, **static)  # compiles the decoding step (once per batch shape)
         print(f"batch {batch}: compiling the decoding step took {time.perf_counter() - start:.0f} s; compiled and eager "
               f"tokens identical: {torch.equal(compiled_tokens, run(ours, 8))}")
-        floor = linear_layers_step(ours, batch, 1, lm_head_positions=1)
+        floors = [linear_layers_step(ours, batch, 1, lm_head_positions=1, transposed=transposed)
+                  for transposed in (False, True)]
         runs = {
             "ours": lambda: run(ours),
             "ours_static_compiled": lambda: run(ours, **static),
             "theirs": lambda: run(theirs),
-            "matmul_floor": lambda: [floor() for _ in range(n)],
+            "matmul_floor": lambda: [floors[0]() for _ in range(n)],
+            "matmul_floor_transposed": lambda: [floors[1]() for _ in range(n)],
         }
         with tqdm(total=len(runs) * args.repeats, desc=f"generate batch {batch}") as progress:
             seconds = median_of(args.repeats, runs, progress)
@@ -199,13 +201,17 @@ def generate_throughput(ours, theirs, args, generator, device: str, suffix: str,
             entry = record(name, batch * n / seconds[key], theirs_tps, competitor(), "new tokens/s", "higher", device,
                            shape)
             print(f"{name}: ours {entry['ours']:.1f} tok/s, theirs {theirs_tps:.1f} tok/s, ratio {entry['ratio']}")
+        layouts = {"nn.Linear's": seconds["matmul_floor"], "transposed": seconds["matmul_floor_transposed"]}
+        layout = min(layouts, key=layouts.get)
         entry = record(
-            f"cpu_generate_b{batch}_matmul_floor{suffix}", seconds["matmul_floor"] / n * 1e3,
-            seconds["theirs"] / n * 1e3, competitor(),
-            "ms per new token (ours: the model's matmuls alone, a bound for any implementation)", "lower", device, shape,
+            f"cpu_generate_b{batch}_matmul_floor{suffix}", layouts[layout] / n * 1e3, seconds["theirs"] / n * 1e3,
+            competitor(), "ms per new token (ours: the model's matmuls alone, in the faster weight layout, a bound for "
+            "any implementation)", "lower", device, shape + f"; faster layout: {layout}",
         )
-        print(f"batch {batch}: the matmuls alone take {entry['ours']:.2f} ms per step, theirs {entry['theirs']:.2f} ms "
-              f"per new token: no implementation can be more than {entry['ratio']:.2f}x faster")
+        each = ", ".join(f"{name} weights {value / n * 1e3:.2f}" for name, value in layouts.items())
+        print(f"batch {batch}: the matmuls alone take {entry['ours']:.2f} ms per step ({each}), theirs "
+              f"{entry['theirs']:.2f} ms per new token: no implementation can be more than {entry['ratio']:.2f}x "
+              "faster")
 
 def prefill_throughput(ours, theirs, args, generator, device: str, suffix: str, config_text: str) -> None:
     """Prefill tokens/s at --prefill-tokens: the forward generate() runs on the prompt, and the backbone alone (with

@@ -43,8 +43,8 @@ logger = logging.get_logger(__name__)
 
 # True while generate() runs, after it checked the prompt's token ids (see XLSTMModel._check_input_ids)
 _PROMPT_CHECKED: ContextVar[bool] = ContextVar("xlstm_prompt_checked", default=False)
-# the FlatDecodeStep of the model whose generate() runs, if it has one
-_DECODE_STEP: ContextVar["FlatDecodeStep | None"] = ContextVar("xlstm_decode_step", default=None)
+# the model whose generate() runs, and its FlatDecodeStep once a decoding step asked for it
+_DECODE_STEP: ContextVar["DecodeStepSlot | None"] = ContextVar("xlstm_decode_step", default=None)
 
 
 class _SoftCap(torch.autograd.Function):
@@ -495,77 +495,119 @@ class XLSTMBlock(GradientCheckpointingLayer):
 # --------------------------------------------------------------------------------------------------------------
 
 
-WeightAndBias = tuple[torch.Tensor, torch.Tensor | None]
+class DecodeProjection:
+    """The linear maps that read one input, and the affine part of the norm before them, as a decoding step
+    multiplies them.
+
+    With a copy: one weight, the maps' rows concatenated and the norm's per-channel weight folded in (where the norm
+    has no bias), transposed to [in, out] and made contiguous. At a few rows a CPU BLAS multiplies that layout faster
+    than nn.Linear's [out, in] (MKL 2024.2 on a 2-core AVX2 EPYC, the small benchmark model's weights at batch 1 to
+    8: 1.5x), and one matmul costs less than several; the numbers differ from the modules' in the last bits of the
+    matmuls' rounding. Without a copy: the modules' own weights, one F.linear each, the modules' numbers bit for bit.
+    """
+
+    def __init__(self, linears: list[nn.Linear], pieces: list[list[int]], norm: XLSTMNorm | None, copy: bool):
+        """pieces[j]: the sizes linears[j]'s output is split into (one size: not split); norm: the norm whose output
+        the maps read, or None."""
+        fold = copy and norm is not None and norm.bias is None
+        # what the step applies after normalizing: the norm's weight unless folded, its bias
+        self.norm_weight = None if norm is None or fold else norm.weight
+        self.norm_bias = None if norm is None else norm.bias
+        if not copy:
+            self.weight = self.bias = None
+            self.linears = [(linear.weight, linear.bias, sizes if len(sizes) > 1 else None)
+                            for linear, sizes in zip(linears, pieces)]
+            return
+        self.linears = None
+        self.sizes = [size for sizes in pieces for size in sizes]
+        with torch.no_grad():  # copies for decoding, whoever builds them
+            weight = torch.cat([linear.weight for linear in linears])
+            self.weight = (weight * norm.weight if fold else weight).t().contiguous()
+            self.bias = None
+            if any(linear.bias is not None for linear in linears):  # a map without one adds zeros: exact
+                self.bias = torch.cat([weight.new_zeros(linear.out_features) if linear.bias is None else linear.bias
+                                       for linear in linears])
+
+    @staticmethod
+    def copy_bytes(linears: list[nn.Linear]) -> int:
+        return sum(param.numel() * param.element_size() for linear in linears for param in linear.parameters())
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x: [B, in], normalized and multiplied by norm_weight (+ norm_bias) where those are set -> the pieces."""
+        if self.linears is None:
+            y = torch.mm(x, self.weight) if self.bias is None else torch.addmm(self.bias, x, self.weight)
+            # (split_with_sizes: Tensor.split is a Python wrapper around it that costs more than it does)
+            return y.split_with_sizes(self.sizes, dim=-1) if len(self.sizes) > 1 else [y]
+        pieces = []
+        for weight, bias, sizes in self.linears:
+            y = F.linear(x, weight, bias)
+            pieces.extend(y.split_with_sizes(sizes, dim=-1) if sizes else [y])
+        return pieces
 
 
-def _weight_and_bias(module: nn.Module) -> WeightAndBias:
-    return module.weight, module.bias
-
-
-def _concatenated(pairs: list[WeightAndBias]) -> list[WeightAndBias]:
-    """Several linear maps of one input as one: [(weights stacked by rows, biases concatenated or None)], detached
-    (copies for decoding, made outside generate()'s no_grad)."""
-    weight = torch.cat([weight.detach() for weight, _ in pairs])
-    bias = None if pairs[0][1] is None else torch.cat([bias.detach() for _, bias in pairs])
-    return [(weight, bias)]
+def _affine(x: torch.Tensor, projection: DecodeProjection) -> torch.Tensor:
+    """x * the norm weight + the norm bias the projection leaves to the step (either may be None)."""
+    x = x if projection.norm_weight is None else x * projection.norm_weight
+    return x if projection.norm_bias is None else x + projection.norm_bias
 
 
 class FlatDecodeStep:
     """One decode token of a float32 7B-style model as straight tensor code: the ops of the modules' forward on
-    [B, D] rows, without the modules around them (the same numbers: bit for bit where the projections are multiplied
-    as the modules multiply them, to the last bit of a matmul's rounding where single weights are fused copies).
+    [B, D] rows, without the modules around them, and with the projections multiplied as `DecodeProjection`s.
 
-    In a small model a decode step costs its dispatch and Python overhead, not its arithmetic: a 7B-style block makes
-    17 module calls, each with its hook checks and attribute lookups, around the ~30 tensor ops of the recurrence.
-    `generate()` builds one per call (`for_model`, None where the model is not plain), holding the weights it reads,
-    and runs its decoding steps through it; everything else (the prompt, direct calls, training) runs the modules.
-    Plain means: no hooks on any module (accelerate's device hooks, user hooks), every projection a bare `nn.Linear`
-    (not a PEFT adapter or a quantized layer), float32 weights, eval mode. Blocks other than 7B-style mLSTM blocks
-    run as modules.
+    In a small model a decode step costs its dispatch and Python overhead and its matmuls' memory traffic, not its
+    arithmetic: a 7B-style block makes 17 module calls, each with its hook checks and attribute lookups, around the
+    ~30 tensor ops of the recurrence. `generate()` builds one at its first decoding step (`for_model`, None where the
+    model is not plain) and runs its decoding steps through it; everything else (the prompt, direct calls, training,
+    a compiled decoding step) runs the modules. Plain means: no hooks on any module (accelerate's device hooks, user
+    hooks), every projection a bare `nn.Linear` (not a PEFT adapter or a quantized layer), float32 weights, eval
+    mode. Blocks other than 7B-style mLSTM blocks run as modules.
     """
 
-    # Single-mode projections are multiplied as fused copies (q, k, v, o and i, f and gate, up each concatenated, as
-    # fuse_projections() would store them) when the copies take at most this many bytes: a few large matmuls cost
-    # less than many small ones (the benchmark's small model at batch 8: its matmuls fused in 0.8x the time). The
-    # copies are made per generate() call and held only during it; larger models multiply their weights in place.
-    FUSED_COPY_BYTES = 32 * 2**20
+    # The projections are multiplied as copies (see DecodeProjection), in the order the step reads them, while the
+    # copies take at most this many bytes in all; the rest multiply the weights in place. The copies are made per
+    # generate() call and held only during it.
+    COPY_BYTES = 32 * 2**20
 
     def __init__(self, model: "XLSTMForCausalLM"):
         backbone, config = model.backbone, model.config
-        self.model, self.embedding = model, backbone.embeddings.weight
-        self.norm_eps, self.act_fn = config.norm_eps, _ACTIVATIONS[config.ffn_act_fn]
-        self.out_norm = _weight_and_bias(backbone.out_norm) if type(backbone.out_norm) is XLSTMRMSNorm else None
-        self.head = (model.lm_head.weight, model.lm_head.bias, config.output_logit_soft_cap)
-        mlstm_blocks = [block for block in backbone.blocks if isinstance(block.mixer, XLSTMLargeMLSTMLayer)]
-        single_bytes = sum(
-            param.numel() * param.element_size()
-            for block in mlstm_blocks if block.mixer.config.weight_mode == "single"
-            for module in (*block.mixer.children(), *block.ffn.children())
-            if type(module) is nn.Linear and module is not block.mixer.out_proj and module is not block.ffn.proj_down
-            for param in module.parameters()
-        )
-        fuse = single_bytes <= self.FUSED_COPY_BYTES
+        self.embedding = backbone.embeddings.weight
+        self.act_fn, self.copy_budget = _ACTIVATIONS[config.ffn_act_fn], self.COPY_BYTES
         self.blocks = [
-            self._block_weights(block, fuse) if block in mlstm_blocks else block for block in backbone.blocks
+            self._block_weights(block) if isinstance(block.mixer, XLSTMLargeMLSTMLayer) else block
+            for block in backbone.blocks
         ]
+        out_norm = backbone.out_norm if type(backbone.out_norm) is XLSTMRMSNorm else None
+        self.out_norm_eps = None if out_norm is None else out_norm.eps
+        self.head = self._projection([model.lm_head], [[model.lm_head.out_features]], out_norm)
+        self.logit_soft_cap = config.output_logit_soft_cap
 
-    @staticmethod
-    def _block_weights(block: XLSTMBlock, fuse: bool) -> tuple:
-        """What a 7B-style mLSTM block's step reads, gathered once: settings, then (weight, bias) pairs."""
+    def _projection(self, linears: list[nn.Linear], pieces: list[list[int]], norm: XLSTMNorm | None):
+        size = DecodeProjection.copy_bytes(linears)
+        copy = size <= self.copy_budget
+        self.copy_budget -= size if copy else 0
+        return DecodeProjection(linears, pieces, norm, copy)
+
+    def _block_weights(self, block: XLSTMBlock) -> tuple:
+        """What a 7B-style mLSTM block's step reads, gathered once: settings, then its four projections."""
         mixer, ffn, config = block.mixer, block.ffn, block.mixer.config
-        pair = _weight_and_bias
+        qk, v, NH, up = mixer.qk_dim, mixer.v_dim, mixer.num_heads, ffn.ffn_dim
         if config.weight_mode == "single":
-            projections = [pair(mixer.q), pair(mixer.k), pair(mixer.v), pair(mixer.ogate_preact)]
-            gates = [pair(mixer.igate_preact), pair(mixer.fgate_preact)]
-            up = [pair(ffn.proj_up_gate), pair(ffn.proj_up)]
-            if fuse:
-                projections, gates, up = (_concatenated(pairs) for pairs in (projections, gates, up))
+            mixer_in = [mixer.q, mixer.k, mixer.v, mixer.ogate_preact, mixer.igate_preact, mixer.fgate_preact]
+            mixer_pieces = [[qk], [qk], [v], [v], [NH], [NH]]
+            ffn_in, ffn_pieces = [ffn.proj_up_gate, ffn.proj_up], [[up], [up]]
         else:
-            projections, gates, up = [pair(mixer.qkv_opreact)], [pair(mixer.ifgate_preact)], [pair(ffn.proj_up_gate_z)]
-        settings = (mixer.layer_idx, mixer.num_heads, mixer.gate_soft_cap, mixer.eps, config.backend,
-                    config.inference_state_dtype, [mixer.qk_dim, mixer.qk_dim, mixer.v_dim, mixer.v_dim])
-        norms = (pair(block.norm_mixer), pair(mixer.multihead_norm), pair(block.norm_ffn))
-        return settings, norms, projections, gates, pair(mixer.out_proj), up, pair(ffn.proj_down)
+            mixer_in, mixer_pieces = [mixer.qkv_opreact, mixer.ifgate_preact], [[qk, qk, v, v], [NH, NH]]
+            ffn_in, ffn_pieces = [ffn.proj_up_gate_z], [[up, up]]
+        D = config.hidden_size
+        return (
+            (mixer.layer_idx, NH, mixer.gate_soft_cap, mixer.eps, config.backend, config.inference_state_dtype),
+            (block.norm_mixer.eps, mixer.multihead_norm.eps, block.norm_ffn.eps),
+            self._projection(mixer_in, mixer_pieces, block.norm_mixer),
+            self._projection([mixer.out_proj], [[D]], mixer.multihead_norm),
+            self._projection(ffn_in, ffn_pieces, block.norm_ffn),
+            self._projection([ffn.proj_down], [[D]], None),
+        )
 
     @classmethod
     def for_model(cls, model: "XLSTMForCausalLM") -> "FlatDecodeStep | None":
@@ -592,52 +634,52 @@ class FlatDecodeStep:
                 return None
         return cls(model)
 
-    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        x = F.rms_norm(x, x.shape[-1:], weight, self.norm_eps)  # XLSTMRMSNorm on float32
-        return x if bias is None else x + bias
+    @staticmethod
+    def _rms_norm(x: torch.Tensor, eps: float, projection: DecodeProjection) -> torch.Tensor:
+        """XLSTMRMSNorm on float32, with the affine part its projection leaves to the step."""
+        x = F.rms_norm(x, x.shape[-1:], projection.norm_weight, eps)
+        return x if projection.norm_bias is None else x + projection.norm_bias
 
     def _mlstm_block(self, x: torch.Tensor, weights: tuple, cache: Cache) -> torch.Tensor:
         """XLSTMBlock.forward of a 7B-style mLSTM block on [B, D] rows."""
-        settings, norms, projections, gates, out, up, down = weights
-        layer_idx, NH, cap, eps, backend, state_dtype, qkvo_sizes = settings
+        (layer_idx, NH, cap, eps, backend, state_dtype), norm_eps, mixer_in, out, ffn_in, down = weights
         B = x.shape[0]
-        xn = self._rms_norm(x, *norms[0])
-        if len(projections) == 4:
-            q, k, v, o = (F.linear(xn, weight, bias) for weight, bias in projections)
-            i, f = (soft_cap(F.linear(xn, weight, bias), cap) for weight, bias in gates)
-        else:
-            # (split_with_sizes and chunk: Tensor.split is a Python wrapper around them that costs more than they do)
-            q, k, v, o = F.linear(xn, *projections[0]).split_with_sizes(qkvo_sizes, dim=-1)
-            i, f = soft_cap(F.linear(xn, *gates[0]), cap).chunk(2, dim=-1)
+        q, k, v, o, i, f = mixer_in(self._rms_norm(x, norm_eps[0], mixer_in))
         _, state = read_layer_state(cache, layer_idx, batch_size=B)
         h, state = mlstm_step_op(
-            q.view(B, NH, -1), k.view(B, NH, -1), v.view(B, NH, -1), i, f, state=state, eps=eps, backend=backend
+            q.view(B, NH, -1), k.view(B, NH, -1), v.view(B, NH, -1), soft_cap(i, cap), soft_cap(f, cap),
+            state=state, eps=eps, backend=backend,
         )
         write_layer_state(cache, layer_idx, None, state, state_dtype)
-        weight, bias = norms[1]  # XLSTMMultiHeadLayerNorm on float32
-        h = F.layer_norm(h, h.shape[-1:], eps=self.norm_eps).flatten(-2) * weight
-        h = h if bias is None else h + bias
-        x = x + F.linear(torch.sigmoid(o) * h, *out)
-
-        xn = self._rms_norm(x, *norms[2])
-        if len(up) == 2:
-            gate, value = (F.linear(xn, weight, bias) for weight, bias in up)
-        else:
-            gate, value = F.linear(xn, *up[0]).chunk(2, dim=-1)
-        return x + F.linear(self.act_fn(gate) * value, *down)
+        h = _affine(F.layer_norm(h, h.shape[-1:], eps=norm_eps[1]).flatten(-2), out)  # XLSTMMultiHeadLayerNorm
+        x = x + out(torch.sigmoid(o) * h)[0]
+        gate, value = ffn_in(self._rms_norm(x, norm_eps[2], ffn_in))
+        return x + down(self.act_fn(gate) * value)[0]
 
     def __call__(self, input_ids: torch.Tensor, cache: Cache) -> torch.Tensor:
         """input_ids [B, 1] -> next-token logits [B, 1, V] (float32, soft-capped), the cache advanced in place."""
         x = F.embedding(input_ids[:, 0], self.embedding)  # [B, D]
         for block in self.blocks:
             x = self._mlstm_block(x, block, cache) if type(block) is tuple else block(x, None, cache)
-        if self.out_norm is not None:
-            x = self._rms_norm(x, *self.out_norm)
-        weight, bias, cap = self.head
-        logits = soft_cap(F.linear(x, weight, bias).float(), cap)
+        if self.out_norm_eps is not None:
+            x = self._rms_norm(x, self.out_norm_eps, self.head)
+        logits = soft_cap(self.head(x)[0].float(), self.logit_soft_cap)
         if isinstance(cache, XLSTMCache):
             cache.record_tokens(1, logits.device)
         return logits.unsqueeze(1)
+
+
+class DecodeStepSlot:
+    """generate()'s FlatDecodeStep for `model`, built when the first eager decoding step asks for it: a generation
+    of one token, or one whose decoding steps are compiled, never makes the copies."""
+
+    def __init__(self, model: "XLSTMForCausalLM"):
+        self.model, self._built, self._step = model, False, None
+
+    def step(self) -> FlatDecodeStep | None:
+        if not self._built:
+            self._step, self._built = FlatDecodeStep.for_model(self.model), True
+        return self._step
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1106,7 +1148,7 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
         checked = isinstance(prompt, torch.Tensor) and not prompt.dtype.is_floating_point and prompt.numel() > 0
         if checked:
             self.backbone._check_input_ids(prompt)  # once here, so that no decoding step pays a host sync for it
-        tokens = _PROMPT_CHECKED.set(checked), _DECODE_STEP.set(FlatDecodeStep.for_model(self))
+        tokens = _PROMPT_CHECKED.set(checked), _DECODE_STEP.set(DecodeStepSlot(self))
         try:
             return super().generate(inputs, *args, **kwargs)
         finally:
@@ -1179,14 +1221,15 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationHooks, GenerationMix
             holds them), the cache (`.cache`, also readable as `.past_key_values`) and `hidden_states` if asked.
         """
         cache = resolve_cache_argument(cache, past_key_values)
-        decode_step = None if torch.compiler.is_compiling() else _DECODE_STEP.get()
-        if (
-            decode_step is not None and decode_step.model is self and cache is not None and input_ids is not None
+        slot = None if torch.compiler.is_compiling() else _DECODE_STEP.get()
+        decode_step = slot.step() if (
+            slot is not None and slot.model is self and cache is not None and input_ids is not None
             and inputs_embeds is None and input_ids.shape[1] == 1 and attention_mask is None and labels is None
             and not kwargs and isinstance(logits_to_keep, int) and logits_to_keep in (0, 1)
             and not (self.config.output_hidden_states if output_hidden_states is None else output_hidden_states)
             and (self.config.return_dict if return_dict is None else return_dict)
-        ):  # a decoding step of generate() (see FlatDecodeStep)
+        ) else None
+        if decode_step is not None:  # an eager decoding step of generate() (see FlatDecodeStep)
             check_cache(cache, self.config, input_ids.shape[0], self.backbone._state_layouts)
             return XLSTMCausalLMOutput(logits=decode_step(input_ids, cache), **{CACHE_NAME: cache})
         loss_kwargs = {key: kwargs.pop(key) for key in _LOSS_INPUTS if key in kwargs}

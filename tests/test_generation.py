@@ -113,16 +113,30 @@ def test_generate_decoding_steps_read_nothing_back_to_the_host():
     assert len(counts) == 6 and counts[1:] == [0] * 5
 
 
-@pytest.mark.parametrize("weights", ["single", "single, over the copy budget", "fused", "with an sLSTM block"])
+COPY_CASES = {  # the part of the copy budget (FlatDecodeStep.COPY_BYTES) a case gives
+    "single": None, "fused": None, "with an sLSTM block": None, "with biases": None,
+    "single, over the copy budget": 0, "fused, over the copy budget": 0, "single, part over the copy budget": 0.5,
+}
+
+
+@pytest.mark.parametrize("weights", COPY_CASES)
 def test_generate_steps_without_module_calls_give_what_the_modules_give(weights, monkeypatch):
-    # generate() runs its decoding steps through FlatDecodeStep: the modules' ops on raw weights, so the same numbers;
-    # single weights it multiplies as fused copies, whose matmul may round the last bit differently (hence 1e-5)
-    model = make_model("large", slstm_at=[1] if weights == "with an sLSTM block" else [])
-    if weights == "fused":
+    # generate() runs its decoding steps through FlatDecodeStep: the modules' ops on raw weights. Projections it
+    # multiplies as transposed copies (norm weights folded in) round the matmuls' last bits differently: within 1e-5
+    # of logits of size ~1 (float32 carries ~1e-7 relative); the modules' own weights give the same numbers
+    overrides = dict(slstm_at=[1]) if weights == "with an sLSTM block" else {}
+    model = make_model("large", **overrides, **(dict(use_bias=True) if weights == "with biases" else {}))
+    if weights.startswith("fused"):
         model.fuse_projections()
-    if weights == "single, over the copy budget":
-        monkeypatch.setattr(FlatDecodeStep, "FUSED_COPY_BYTES", 0)  # multiplies the single weights themselves
-    assert FlatDecodeStep.for_model(model) is not None
+    if COPY_CASES[weights] is not None:
+        copies = FlatDecodeStep.COPY_BYTES
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        monkeypatch.setattr(FlatDecodeStep, "COPY_BYTES", int(COPY_CASES[weights] * weight_bytes))
+        assert weight_bytes <= copies  # (the default budget copies all of this model)
+    step = FlatDecodeStep.for_model(model)
+    copied = [projection.linears is None for block in step.blocks if type(block) is tuple for projection in block[2:]]
+    assert all(copied) if COPY_CASES[weights] is None else (any(copied) and not all(copied)) if COPY_CASES[weights] \
+        else not any(copied)
     ids = token_ids(2, 7)
     kwargs = dict(max_new_tokens=6, do_sample=False, output_scores=True, return_dict_in_generate=True)
     with torch.no_grad():
@@ -131,11 +145,22 @@ def test_generate_steps_without_module_calls_give_what_the_modules_give(weights,
         modules = model.generate(ids, **kwargs)
     assert torch.equal(flat.sequences, modules.sequences)
     for ours, theirs in zip(flat.scores, modules.scores):
-        if weights in ("fused", "single, over the copy budget"):
+        if COPY_CASES[weights] == 0:
             assert torch.equal(ours, theirs)
         else:
             torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
     assert generated_cache(flat).get_seq_length() == generated_cache(modules).get_seq_length() == 12
+
+
+def test_generate_builds_its_decoding_step_once_and_only_for_decoding_steps(monkeypatch):
+    # the copies cost ~15 ms for the benchmark's small model: once per generate() call, none without a decoding step
+    builds, for_model = [], FlatDecodeStep.for_model
+    monkeypatch.setattr(FlatDecodeStep, "for_model", classmethod(lambda cls, model: builds.append(1) or for_model(model)))
+    model = make_model("large")
+    new_tokens(model, token_ids(2, 5), max_new_tokens=1)
+    assert builds == []
+    new_tokens(model, token_ids(2, 5), max_new_tokens=5)
+    assert builds == [1]
 
 
 def test_generate_runs_the_modules_where_something_hooks_or_wraps_them():

@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import tiny_config
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.matmul_bound import linear_layers_step
 from modeling_xlstm import XLSTMForCausalLM
@@ -56,3 +57,22 @@ def test_floor_with_backward_computes_gradients_and_leaves_none_behind():
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert len(seen) == len(linears)  # every weight gradient was computed
     assert all(p.grad is None for p in model.parameters())  # and none left to accumulate across repeats
+
+
+def test_transposed_floor_runs_each_matmul_of_a_forward_once_at_its_shape():
+    # the decoding layout (FlatDecodeStep's copies): [rows, in] @ [in, out] for every Linear, the same products
+    class RecordMatmuls(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm):
+                x, weight = args[-2:]
+                shapes.append((tuple(x.shape), tuple(weight.shape), weight.is_contiguous()))
+            return func(*args, **(kwargs or {}))
+
+    model, shapes = XLSTMForCausalLM(tiny_config("large", use_bias=True)), []
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    step = linear_layers_step(model, 3, 1, lm_head_positions=1, transposed=True)
+    with RecordMatmuls():
+        step()
+    assert shapes == [((3, m.in_features), (m.in_features, m.out_features), True) for m in linears]
+    with pytest.raises(ValueError, match="forward matmuls only"):
+        linear_layers_step(model, 3, 1, backward=True, transposed=True)
