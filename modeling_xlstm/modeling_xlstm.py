@@ -555,9 +555,9 @@ class FlatDecodeStep:
     """One decode token of a float32 7B-style model as straight tensor code: the ops of the modules' forward on
     [B, D] rows, without the modules around them, and with the projections multiplied as `DecodeProjection`s.
 
-    In a small model a decode step costs its dispatch and Python overhead and its matmuls' memory traffic, not its
-    arithmetic: a 7B-style block makes 17 module calls, each with its hook checks and attribute lookups, around the
-    ~30 tensor ops of the recurrence. `generate()` builds one at its first decoding step (`for_model`, None where the
+    In a small model a decode step costs its dispatch and Python overhead, and matmuls of a few rows that run far
+    below the BLAS's speed in nn.Linear's layout, not its arithmetic: a 7B-style block makes 17 module calls, each
+    with its hook checks and attribute lookups, around the ~30 tensor ops of the recurrence. `generate()` builds one at its first decoding step (`for_model`, None where the
     model is not plain) and runs its decoding steps through it; everything else (the prompt, direct calls, training,
     a compiled decoding step) runs the modules. Plain means: no hooks on any module (accelerate's device hooks, user
     hooks), every projection a bare `nn.Linear` (not a PEFT adapter or a quantized layer), float32 weights, eval
