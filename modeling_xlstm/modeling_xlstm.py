@@ -502,7 +502,7 @@ class DecodeProjection:
     With a copy: one weight, the maps' rows concatenated and the norm's per-channel weight folded in (where the norm
     has no bias), transposed to [in, out] and made contiguous. At a few rows a CPU BLAS multiplies that layout faster
     than nn.Linear's [out, in] (MKL 2024.2 on a 2-core AVX2 EPYC, the small benchmark model's weights at batch 1 to
-    8: 1.5x), and one matmul costs less than several; the numbers differ from the modules' in the last bits of the
+    8: 1.5-1.9x), and one matmul costs less than several; the numbers differ from the modules' in the last bits of the
     matmuls' rounding. Without a copy: the modules' own weights, one F.linear each, the modules' numbers bit for bit.
     """
 
@@ -555,13 +555,13 @@ class FlatDecodeStep:
     """One decode token of a float32 7B-style model as straight tensor code: the ops of the modules' forward on
     [B, D] rows, without the modules around them, and with the projections multiplied as `DecodeProjection`s.
 
-    In a small model a decode step costs its dispatch and Python overhead, and matmuls of a few rows that run far
-    below the BLAS's speed in nn.Linear's layout, not its arithmetic: a 7B-style block makes 17 module calls, each
-    with its hook checks and attribute lookups, around the ~30 tensor ops of the recurrence. `generate()` builds one at its first decoding step (`for_model`, None where the
-    model is not plain) and runs its decoding steps through it; everything else (the prompt, direct calls, training,
-    a compiled decoding step) runs the modules. Plain means: no hooks on any module (accelerate's device hooks, user
-    hooks), every projection a bare `nn.Linear` (not a PEFT adapter or a quantized layer), float32 weights, eval
-    mode. Blocks other than 7B-style mLSTM blocks run as modules.
+    In a small model a decode step costs its dispatch and Python overhead, and matmuls of a few rows that run far below
+    the BLAS's speed in nn.Linear's layout, not its arithmetic: a 7B-style block makes 17 module calls, each with its
+    hook checks and attribute lookups, around the ~30 tensor ops of the recurrence. `generate()` builds one at its first
+    decoding step (`for_model`, None where the model is not plain) and runs its decoding steps through it; everything
+    else (the prompt, direct calls, training, a compiled decoding step) runs the modules. Plain means: no hooks on any
+    module (accelerate's device hooks, user hooks), every projection a bare `nn.Linear` (not a PEFT adapter or a
+    quantized layer), float32 weights, eval mode. Blocks other than 7B-style mLSTM blocks run as modules.
     """
 
     # The projections are multiplied as copies (see DecodeProjection), in the order the step reads them, while the
