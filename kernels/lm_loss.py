@@ -13,6 +13,8 @@ gradients), and each elementwise pass runs over a chunk that fits in cache.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -31,19 +33,25 @@ def chunk_rows(num_rows: int, vocab_size: int, device_type: str) -> int:
     return max(1, min(num_rows, rows))
 
 
-def soft_capped(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
-    """cap * tanh(logits / cap), in place on `logits` (identity when cap is None)."""
-    return logits if cap is None else logits.div_(cap).tanh_().mul_(cap)
+# exp(capped logit) without a shift: at most e^cap per logit and V e^cap per row, within float32 (e^88) while
+# cap + log V stays below this; at least e^-cap, far above float32's smallest normal number (e^-87)
+UNSHIFTED_EXP_LIMIT = 80.0
 
 
 class LinearCrossEntropy(torch.autograd.Function):
     """Summed cross-entropy of `targets` under soft_cap(hidden @ weight.T + bias), rows whose target is
     `ignore_index` left out. hidden [N, D], weight [V, D], bias [V] or None, targets [N]; matmuls in `compute_dtype`,
-    logits and loss in float32 (as `logits = lm_head(hidden).float()` under autocast)."""
+    logits and loss in float32 (as `logits = lm_head(hidden).float()` under autocast).
+
+    Per chunk the logits go through as few full passes as the math allows, in place: each pass over a [n, V] float32
+    chunk costs about as much as the next (tanh several times more), and torch.logsumexp takes four of them plus a
+    fresh [n, V] tensor. Capped logits lie in [-cap, cap], so their exponentials need no row maximum subtracted
+    (see UNSHIFTED_EXP_LIMIT), and the soft cap's slope 1 - tanh^2 comes from the tanh already computed."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, soft_cap, ignore_index, compute_dtype):
         want_hidden, want_weight, want_bias = ctx.needs_input_grad[:3]
+        want_grad = want_hidden or want_weight or want_bias
         N, V = hidden.shape[0], weight.shape[0]
         h, w = hidden.to(compute_dtype), weight.to(compute_dtype)
         b = None if bias is None else bias.to(compute_dtype)
@@ -55,21 +63,36 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight else None
         grad_bias = torch.zeros(V, dtype=torch.float32, device=weight.device) if want_bias else None
         rows = chunk_rows(N, V, hidden.device.type)
+        shift_rows = soft_cap is None or soft_cap + math.log(V) >= UNSHIFTED_EXP_LIMIT
+        exp_buffer = None  # one chunk-sized buffer for every chunk: a fresh large tensor costs page faults on a CPU
         with torch.autocast(hidden.device.type, enabled=False):  # the dtypes are explicit here
             for start in range(0, N, rows):
                 part = slice(start, min(N, start + rows))
-                logits = soft_capped(F.linear(h[part], w, b).float(), soft_cap)  # [n, V]
-                log_normalizer = torch.logsumexp(logits, dim=-1, keepdim=True)  # [n, 1]
+                logits = F.linear(h[part], w, b).float()  # [n, V]
+                if soft_cap is not None:
+                    logits = logits.div_(soft_cap).tanh_()  # capped logits / cap, in [-1, 1]
                 target_logits = logits.gather(1, safe_targets[part])
+                scaled = logits  # the (capped) logits, overwritten by their exponentials
+                if soft_cap is not None:
+                    target_logits.mul_(soft_cap)
+                    if want_grad:  # the tanh stays for the slope: the capped logits go to a buffer
+                        if exp_buffer is None:
+                            exp_buffer = torch.empty((rows, V), dtype=torch.float32, device=hidden.device)
+                        scaled = torch.mul(logits, soft_cap, out=exp_buffer[: logits.shape[0]])
+                    else:
+                        scaled = logits.mul_(soft_cap)
+                shift = scaled.amax(dim=-1, keepdim=True) if shift_rows else None
+                exps = (scaled if shift is None else scaled.sub_(shift)).exp_()
+                sums = exps.sum(dim=-1, keepdim=True)  # [n, 1]
+                log_normalizer = sums.log() if shift is None else sums.log().add_(shift)
                 loss += ((log_normalizer - target_logits) * weights[part]).sum()
-                if not (want_hidden or want_weight or want_bias):
+                if not want_grad:
                     continue
                 # d loss / d capped logits = softmax - one-hot of the target, on counted rows
-                slope = None if soft_cap is None else logits.div(soft_cap).square_().neg_().add_(1.0)
-                grad = logits.sub_(log_normalizer).exp_()
-                grad.scatter_add_(1, safe_targets[part], -weights[part]).mul_(weights[part])
-                if slope is not None:
-                    grad.mul_(slope)  # d cap tanh(z / cap) / dz = 1 - (capped / cap)^2
+                grad = exps.mul_(weights[part] / sums)
+                grad.scatter_add_(1, safe_targets[part], -weights[part])
+                if soft_cap is not None:  # d cap tanh(z / cap) / dz = 1 - tanh^2, from the tanh kept in `logits`
+                    grad.addcmul_(grad, logits.square_(), value=-1.0)
                 if want_bias:
                     grad_bias += grad.sum(0)
                 grad = grad.to(compute_dtype)

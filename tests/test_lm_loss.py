@@ -37,7 +37,8 @@ def loss_and_grads(function, hidden, weight, bias, targets, **kwargs):
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 4, 23, 100])
-@pytest.mark.parametrize("soft_cap", [None, 2.0])
+# 79: cap + log V above lm_loss.UNSHIFTED_EXP_LIMIT, so each row's exponentials are shifted by its maximum
+@pytest.mark.parametrize("soft_cap", [None, 2.0, 79.0])
 @pytest.mark.parametrize("bias", [False, True])
 def test_fused_loss_and_gradients_equal_the_full_logits(monkeypatch, chunk_rows, soft_cap, bias):
     hidden, weight, b, targets = loss_inputs(bias=bias)
@@ -53,15 +54,18 @@ def test_fused_loss_and_gradients_equal_the_full_logits(monkeypatch, chunk_rows,
     assert got[0][[0, 5, 6, -1]].abs().max() == 0  # ignored rows get no gradient
 
 
-def test_only_the_inputs_that_need_a_gradient_get_one():
+@pytest.mark.parametrize("soft_cap", [None, 2.0])
+def test_only_the_inputs_that_need_a_gradient_get_one(soft_cap):
     hidden, weight, _, targets = loss_inputs()
     weight.requires_grad_(False)
-    loss = linear_cross_entropy(hidden, weight, None, targets)
+    loss = linear_cross_entropy(hidden, weight, None, targets, soft_cap=soft_cap)
     (grad,) = torch.autograd.grad(loss, hidden)
-    (expected,) = torch.autograd.grad(linear_cross_entropy_reference(hidden, weight, None, targets), hidden)
+    reference = linear_cross_entropy_reference(hidden, weight, None, targets, soft_cap=soft_cap)
+    (expected,) = torch.autograd.grad(reference, hidden)
     torch.testing.assert_close(grad, expected, rtol=RTOL, atol=ATOL)
-    with torch.no_grad():  # no gradient wanted: the loss alone
-        torch.testing.assert_close(linear_cross_entropy(hidden, weight, None, targets), loss.detach())
+    with torch.no_grad():  # no gradient wanted: the loss alone (computed in place, without the slope's buffer)
+        got = linear_cross_entropy(hidden, weight, None, targets, soft_cap=soft_cap)
+    torch.testing.assert_close(got, loss.detach(), rtol=RTOL, atol=ATOL)
 
 
 def test_under_bfloat16_autocast_the_matmuls_run_in_bfloat16_like_the_full_logits():
