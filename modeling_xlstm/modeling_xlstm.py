@@ -552,8 +552,8 @@ def _affine(x: torch.Tensor, projection: DecodeProjection) -> torch.Tensor:
 
 
 class FlatDecodeStep:
-    """One decode token of a float32 7B-style model as straight tensor code: the ops of the modules' forward on
-    [B, D] rows, without the modules around them, and with the projections multiplied as `DecodeProjection`s.
+    """One decode token of a float32 model as straight tensor code: the ops of the modules' forward on [B, D] rows,
+    without the modules around them, and with the projections multiplied as `DecodeProjection`s.
 
     In a small model a decode step costs its dispatch and Python overhead, and matmuls of a few rows that run far below
     the BLAS's speed in nn.Linear's layout, not its arithmetic: a 7B-style block makes 17 module calls, each with its
@@ -561,7 +561,8 @@ class FlatDecodeStep:
     decoding step (`for_model`, None where the model is not plain) and runs its decoding steps through it; everything
     else (the prompt, direct calls, training, a compiled decoding step) runs the modules. Plain means: no hooks on any
     module (accelerate's device hooks, user hooks), every projection a bare `nn.Linear` (not a PEFT adapter or a
-    quantized layer), float32 weights, eval mode. Blocks other than 7B-style mLSTM blocks run as modules.
+    quantized layer), float32 weights, eval mode. mLSTM blocks of both styles run flat; sLSTM blocks run as modules
+    (their step is one kernel call between a few projections).
     """
 
     # The projections are multiplied as copies (see DecodeProjection), in the order the step reads them, while the
@@ -573,14 +574,18 @@ class FlatDecodeStep:
         backbone, config = model.backbone, model.config
         self.embedding = backbone.embeddings.weight
         self.act_fn, self.copy_budget = _ACTIVATIONS[config.ffn_act_fn], self.COPY_BYTES
-        self.blocks = [
-            self._block_weights(block) if isinstance(block.mixer, XLSTMLargeMLSTMLayer) else block
-            for block in backbone.blocks
-        ]
-        out_norm = backbone.out_norm if type(backbone.out_norm) is XLSTMRMSNorm else None
-        self.out_norm_eps = None if out_norm is None else out_norm.eps
+        self.blocks = [self._block(block) for block in backbone.blocks]  # (step function, what it reads)
+        out_norm = backbone.out_norm if isinstance(backbone.out_norm, XLSTMNorm) else None
+        self.out_norm = None if out_norm is None else (type(out_norm) is XLSTMLayerNorm, out_norm.eps)
         self.head = self._projection([model.lm_head], [[model.lm_head.out_features]], out_norm)
         self.logit_soft_cap = config.output_logit_soft_cap
+
+    def _block(self, block: XLSTMBlock) -> tuple:
+        if isinstance(block.mixer, XLSTMLargeMLSTMLayer):
+            return self._mlstm_block, self._block_weights(block)
+        if isinstance(block.mixer, XLSTMPaperMLSTMLayer):
+            return self._paper_mlstm_block, self._paper_block_weights(block)
+        return self._module_block, block
 
     def _projection(self, linears: list[nn.Linear], pieces: list[list[int]], norm: XLSTMNorm | None):
         size = DecodeProjection.copy_bytes(linears)
@@ -609,6 +614,23 @@ class FlatDecodeStep:
             self._projection([ffn.proj_down], [[D]], None),
         )
 
+    def _paper_block_weights(self, block: XLSTMBlock) -> tuple:
+        """What a paper-style mLSTM block's step reads, gathered once: settings, the conv's and the block-diagonal
+        maps' weights (theirs, as they are), the output norm's and skip's, then its three dense projections."""
+        mixer, config = block.mixer, block.mixer.config
+        conv = mixer.conv1d
+        return (
+            (mixer.layer_idx, config.num_heads, config.eps, config.backend, config.inference_state_dtype),
+            (block.norm_mixer.eps, mixer.outnorm.eps),
+            None if conv is None else (conv.weight[:, 0], conv.bias),  # [inner, K], [inner]
+            # q and k read the conv's output, v the up-projection's: weights as [heads, in / heads, out / heads]
+            [(linear.weight.transpose(1, 2), linear.bias) for linear in (mixer.q_proj, mixer.k_proj, mixer.v_proj)],
+            (mixer.outnorm.weight, mixer.outnorm.bias, mixer.learnable_skip),
+            self._projection([mixer.up_proj], [[mixer.inner_dim, mixer.inner_dim]], block.norm_mixer),
+            self._projection([mixer.igate, mixer.fgate], [[config.num_heads], [config.num_heads]], None),
+            self._projection([mixer.down_proj], [[config.hidden_size]], None),
+        )
+
     @classmethod
     def for_model(cls, model: "XLSTMForCausalLM") -> "FlatDecodeStep | None":
         backbone = model.backbone
@@ -621,30 +643,42 @@ class FlatDecodeStep:
                 return None
         if type(backbone.embeddings) is not nn.Embedding or type(model.lm_head) is not nn.Linear:
             return None
-        if type(backbone.out_norm) not in (XLSTMRMSNorm, nn.Identity):
+        if type(backbone.out_norm) not in (XLSTMRMSNorm, XLSTMLayerNorm, nn.Identity):
             return None
         for block in backbone.blocks:
-            if not isinstance(block.mixer, XLSTMLargeMLSTMLayer):
-                continue
-            norms = (block.norm_mixer, block.norm_ffn, block.mixer.multihead_norm)
-            if [type(norm) for norm in norms] != [XLSTMRMSNorm, XLSTMRMSNorm, XLSTMMultiHeadLayerNorm]:
-                return None
-            others = [module for module in (*block.mixer.children(), *block.ffn.children()) if module not in norms]
-            if not all(type(module) in (nn.Linear, nn.Dropout) for module in others):
-                return None
+            if isinstance(block.mixer, XLSTMLargeMLSTMLayer):
+                norms = (block.norm_mixer, block.norm_ffn, block.mixer.multihead_norm)
+                if [type(norm) for norm in norms] != [XLSTMRMSNorm, XLSTMRMSNorm, XLSTMMultiHeadLayerNorm]:
+                    return None
+                others = [module for module in (*block.mixer.children(), *block.ffn.children()) if module not in norms]
+                if not all(type(module) in (nn.Linear, nn.Dropout) for module in others):
+                    return None
+            elif isinstance(block.mixer, XLSTMPaperMLSTMLayer):
+                if type(block.norm_mixer) is not XLSTMLayerNorm:
+                    return None
+                parts = (nn.Linear, nn.Dropout, XLSTMHeadwiseLinear, XLSTMCausalConv1d, XLSTMMultiHeadLayerNorm)
+                if not all(type(module) in parts for module in block.mixer.children()):
+                    return None
         return cls(model)
 
     @staticmethod
-    def _rms_norm(x: torch.Tensor, eps: float, projection: DecodeProjection) -> torch.Tensor:
-        """XLSTMRMSNorm on float32, with the affine part its projection leaves to the step."""
+    def _norm(x: torch.Tensor, layer_norm: bool, eps: float, projection: DecodeProjection) -> torch.Tensor:
+        """XLSTMLayerNorm (layer_norm) or XLSTMRMSNorm on float32, with the affine part its projection leaves to the
+        step (passed into the norm's op, as the modules do: the same numbers)."""
+        if layer_norm:
+            return F.layer_norm(x, x.shape[-1:], projection.norm_weight, projection.norm_bias, eps)
         x = F.rms_norm(x, x.shape[-1:], projection.norm_weight, eps)
         return x if projection.norm_bias is None else x + projection.norm_bias
+
+    @staticmethod
+    def _module_block(x: torch.Tensor, block: XLSTMBlock, cache: Cache) -> torch.Tensor:
+        return block(x, None, cache)
 
     def _mlstm_block(self, x: torch.Tensor, weights: tuple, cache: Cache) -> torch.Tensor:
         """XLSTMBlock.forward of a 7B-style mLSTM block on [B, D] rows."""
         (layer_idx, NH, cap, eps, backend, state_dtype), norm_eps, mixer_in, out, ffn_in, down = weights
         B = x.shape[0]
-        q, k, v, o, i, f = mixer_in(self._rms_norm(x, norm_eps[0], mixer_in))
+        q, k, v, o, i, f = mixer_in(self._norm(x, False, norm_eps[0], mixer_in))
         _, state = read_layer_state(cache, layer_idx, batch_size=B)
         h, state = mlstm_step_op(
             q.view(B, NH, -1), k.view(B, NH, -1), v.view(B, NH, -1), soft_cap(i, cap), soft_cap(f, cap),
@@ -653,16 +687,48 @@ class FlatDecodeStep:
         write_layer_state(cache, layer_idx, None, state, state_dtype)
         h = _affine(F.layer_norm(h, h.shape[-1:], eps=norm_eps[1]).flatten(-2), out)  # XLSTMMultiHeadLayerNorm
         x = x + out(torch.sigmoid(o) * h)[0]
-        gate, value = ffn_in(self._rms_norm(x, norm_eps[2], ffn_in))
+        gate, value = ffn_in(self._norm(x, False, norm_eps[2], ffn_in))
         return x + down(self.act_fn(gate) * value)[0]
+
+    @staticmethod
+    def _headwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """XLSTMHeadwiseLinear's decode-step product on [B, in] rows; weight_t: [heads, in / heads, out / heads]."""
+        B, heads = x.shape[0], weight_t.shape[0]
+        y = torch.bmm(x.view(B, heads, -1).transpose(0, 1), weight_t).transpose(0, 1).reshape(B, -1)
+        return y if bias is None else y + bias
+
+    def _paper_mlstm_block(self, x: torch.Tensor, weights: tuple, cache: Cache) -> torch.Tensor:
+        """XLSTMBlock.forward of a paper-style mLSTM block on [B, D] rows."""
+        (layer_idx, NH, eps, backend, state_dtype), norm_eps, conv, qkv, (out_w, out_b, skip), up, gates, down = weights
+        B = x.shape[0]
+        x_mlstm, z = up(self._norm(x, True, norm_eps[0], up))
+        conv_state, state = read_layer_state(cache, layer_idx, batch_size=B)
+        if conv is None:
+            x_conv = F.silu(x_mlstm)
+        else:  # XLSTMCausalConv1d's one-token product, continuing from the last K - 1 inputs
+            if conv_state is None:
+                conv_state = x_mlstm.new_zeros(B, x_mlstm.shape[-1], conv[0].shape[-1] - 1)
+            full = torch.cat([conv_state.to(x_mlstm.dtype), x_mlstm.unsqueeze(-1)], dim=-1)  # [B, inner, K]
+            x_conv = F.silu(torch.linalg.vecdot(full, conv[0]).add_(conv[1]))
+            conv_state = full[..., 1:]
+        q, k, v = (self._headwise(t, *weight) for t, weight in zip((x_conv, x_conv, x_mlstm), qkv))
+        i, f = gates(torch.cat([q, k, v], dim=-1))
+        h, state = mlstm_step_op(
+            q.view(B, NH, -1), k.view(B, NH, -1), v.view(B, NH, -1), i, f, state=state, eps=eps, backend=backend
+        )
+        write_layer_state(cache, layer_idx, conv_state, state, state_dtype)
+        h = F.layer_norm(h, h.shape[-1:], eps=norm_eps[1]).flatten(-2) * out_w  # XLSTMMultiHeadLayerNorm
+        h = h if out_b is None else h + out_b
+        h = h + skip * x_conv
+        return x + down(h * F.silu(z))[0]
 
     def __call__(self, input_ids: torch.Tensor, cache: Cache) -> torch.Tensor:
         """input_ids [B, 1] -> next-token logits [B, 1, V] (float32, soft-capped), the cache advanced in place."""
         x = F.embedding(input_ids[:, 0], self.embedding)  # [B, D]
-        for block in self.blocks:
-            x = self._mlstm_block(x, block, cache) if type(block) is tuple else block(x, None, cache)
-        if self.out_norm_eps is not None:
-            x = self._rms_norm(x, self.out_norm_eps, self.head)
+        for run, weights in self.blocks:
+            x = run(x, weights, cache)
+        if self.out_norm is not None:
+            x = self._norm(x, *self.out_norm, self.head)
         logits = soft_cap(self.head(x)[0].float(), self.logit_soft_cap)
         if isinstance(cache, XLSTMCache):
             cache.record_tokens(1, logits.device)

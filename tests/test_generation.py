@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from modeling_xlstm import XLSTMCache, XLSTMForCausalLM
-from modeling_xlstm.modeling_xlstm import FlatDecodeStep
+from modeling_xlstm.modeling_xlstm import DecodeProjection, FlatDecodeStep
 
 STYLES = ["paper", "large"]
 # chunk_size is 8 in tiny_config, so prompts of 13+ tokens take the chunkwise path and shorter ones the parallel one
@@ -113,11 +113,26 @@ def test_generate_decoding_steps_read_nothing_back_to_the_host():
     assert len(counts) == 6 and counts[1:] == [0] * 5
 
 
-COPY_CASES = {  # case: (copy budget as a part of the model's weight bytes, None: the default), projections copied
-    "single": (None, "all"), "fused": (None, "all"), "with an sLSTM block": (None, "all"), "with biases": (None, "all"),
-    "single, part over the copy budget": (0.5, "some"),
-    "single, over the copy budget": (0, "none"), "fused, over the copy budget": (0, "none"),
+COPY_CASES = {  # case: (style, config overrides, copy budget as a part of the model's weight bytes (None: the
+    # default), projections copied); tiny_config puts an sLSTM block (run as a module) at position 1
+    "single": ("large", {}, None, "all"), "fused": ("large", {}, None, "all"),
+    "only mLSTM blocks": ("large", dict(slstm_at=[]), None, "all"),
+    "with biases": ("large", dict(use_bias=True), None, "all"),
+    "single, part over the copy budget": ("large", {}, 0.5, "some"),
+    "single, over the copy budget": ("large", {}, 0, "none"), "fused, over the copy budget": ("large", {}, 0, "none"),
+    "paper": ("paper", {}, None, "all"), "paper, with biases": ("paper", dict(use_bias=True), None, "all"),
+    "paper, no conv": ("paper", dict(conv1d_kernel_size=0), None, "all"),
+    "paper, over the copy budget": ("paper", {}, 0, "none"),
 }
+
+
+def decode_projections(step: FlatDecodeStep) -> list:
+    """The DecodeProjections a FlatDecodeStep multiplies: its flat blocks' and the LM head's."""
+    found = [step.head]
+    for _, weights in step.blocks:
+        if isinstance(weights, tuple):  # a flat block's weights (a module block holds the module)
+            found += [part for part in weights if isinstance(part, DecodeProjection)]
+    return found
 
 
 @pytest.mark.parametrize("weights", COPY_CASES)
@@ -125,16 +140,17 @@ def test_generate_steps_without_module_calls_give_what_the_modules_give(weights,
     # generate() runs its decoding steps through FlatDecodeStep: the modules' ops on raw weights. Projections it
     # multiplies as transposed copies (norm weights folded in) round the matmuls' last bits differently: within 1e-5
     # of logits of size ~1 (float32 carries ~1e-7 relative); the modules' own weights give the same numbers
-    budget, expected = COPY_CASES[weights]
-    overrides = dict(slstm_at=[1]) if weights == "with an sLSTM block" else {}
-    model = make_model("large", **overrides, **(dict(use_bias=True) if weights == "with biases" else {}))
+    style, overrides, budget, expected = COPY_CASES[weights]
+    model = make_model(style, **overrides)
     if weights.startswith("fused"):
         model.fuse_projections()
     if budget is not None:
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         monkeypatch.setattr(FlatDecodeStep, "COPY_BYTES", int(budget * weight_bytes))
     step = FlatDecodeStep.for_model(model)
-    copied = [projection.linears is None for block in step.blocks if type(block) is tuple for projection in block[2:]]
+    flat_blocks = [isinstance(weights, tuple) for _, weights in step.blocks]
+    assert flat_blocks == [kind == "mlstm" for kind in model.config.block_types]  # sLSTM blocks run as modules
+    copied = [projection.linears is None for projection in decode_projections(step)]
     assert {"all": all(copied), "some": any(copied) and not all(copied), "none": not any(copied)}[expected]
     ids = token_ids(2, 7)
     kwargs = dict(max_new_tokens=6, do_sample=False, output_scores=True, return_dict_in_generate=True)
@@ -177,6 +193,11 @@ def test_generate_runs_the_modules_where_something_hooks_or_wraps_them():
     assert FlatDecodeStep.for_model(model) is None
     assert FlatDecodeStep.for_model(make_model("large").train()) is None
     assert FlatDecodeStep.for_model(make_model("large").to(torch.bfloat16)) is None
+    paper = make_model("paper")
+    assert FlatDecodeStep.for_model(paper) is not None
+    mixer = paper.backbone.blocks[0].mixer
+    mixer.q_proj = torch.nn.Sequential(mixer.q_proj)  # a wrapped block-diagonal map
+    assert FlatDecodeStep.for_model(paper) is None
 
 
 @pytest.mark.parametrize("style", STYLES)
