@@ -1,13 +1,16 @@
 """CPU decode of a paper-style xLSTM (sLSTM + mLSTM blocks, the bundled model's architecture) beside NX-AI's own
-`xLSTMLMModel` on the same weights: ours `model(token, cache=cache)` against theirs `model.step(token, state=state)`,
-greedy, one token per call.
+`xLSTMLMModel` on the same weights: ours `model(token, cache=cache)` one token per call, and ours `generate()`, against
+theirs `model.step(token, state=state)` one token per call, greedy.
 
 Their model is built by the `xlstm` package (vanilla sLSTM backend, the one that runs on a CPU), its weights
 perturbed so that no gate or recurrent kernel is zero, and converted to ours with `modeling_xlstm.conversion`.
-Both sides first consume the same prompt (ours in one forward, theirs token by token with `step`, the only stateful
-call its API has; not timed), then decode `--new-tokens` tokens greedily, one call per token; those decode loops
-are timed, the two sides alternated `--repeats` times, and the medians compared. The generated tokens must be
-identical (checked on every run). Figures: `cpu_decode_tok_s_paper_b1` and `_b8`, new tokens per second.
+Every side first consumes the same prompt (ours in one forward, theirs token by token with `step`, the only stateful
+call its API has; not timed), then decodes `--new-tokens` tokens greedily: the loops one call per token, `generate()`
+continuing from the prompt's cache (so it feeds only the first generated token, then runs its decoding steps through
+`FlatDecodeStep`, copies included; its logits processors and stopping checks count too). Those decodes are timed, the
+sides alternated `--repeats` times, and the medians compared. The generated tokens must be identical (checked on every
+run). Figures, new tokens per second: `cpu_decode_tok_s_paper_b1` and `_b8` (our loop), `cpu_generate_tok_s_paper_b1`
+and `_b8` (our generate()), each beside their loop.
 
     python -m benchmarks.bench_decode_paper_cpu [--threads 1] [--repeats 7] [--new-tokens 64] [--no-record]
 """
@@ -35,7 +38,11 @@ BATCHES = (1, 8)
 COMPETITOR = "xlstm 2.0.6 xLSTMLMModel.step (vanilla sLSTM backend), same weights"
 for _batch in BATCHES:
     expect(f"cpu_decode_tok_s_paper_b{_batch}", f"CPU greedy decode new tokens/s, batch {_batch}, paper-style xLSTM "
-           "(the bundled model's architecture), vs NX-AI's xLSTMLMModel.step")
+           "(the bundled model's architecture), one model call per token, vs NX-AI's xLSTMLMModel.step")
+    expect(f"cpu_generate_tok_s_paper_b{_batch}", f"CPU greedy decode new tokens/s, batch {_batch}, paper-style xLSTM "
+           "(the bundled model's architecture), generate(), vs NX-AI's xLSTMLMModel.step")
+# figure name -> the side of ours it times
+OUR_SIDES = {"cpu_decode_tok_s_paper": "ours", "cpu_generate_tok_s_paper": "ours_generate"}
 
 
 def bundled_architecture() -> XLSTMConfig:
@@ -80,6 +87,19 @@ def decoders(ours, theirs, prompt: torch.Tensor, new_tokens: int) -> dict:
 
         return decode
 
+    def our_generate():
+        out = ours(prompt, use_cache=True)
+        sequence = torch.cat([prompt, out.logits[:, -1:].argmax(-1)], dim=1)  # its last token not fed yet
+
+        def decode():
+            generated = ours.generate(
+                sequence, attention_mask=torch.ones_like(sequence), cache=out.cache, max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens, do_sample=False,
+            )
+            return generated[:, sequence.shape[1]:]
+
+        return decode
+
     def their_loop():
         state = None
         for position in range(prompt.shape[1]):
@@ -97,7 +117,7 @@ def decoders(ours, theirs, prompt: torch.Tensor, new_tokens: int) -> dict:
 
         return decode
 
-    return {"ours": our_loop, "theirs": their_loop}
+    return {"ours": our_loop, "ours_generate": our_generate, "theirs": their_loop}
 
 
 def main() -> None:
@@ -126,18 +146,20 @@ def main() -> None:
                     start = time.perf_counter()
                     generated[side] = decode()
                     times[side].append(time.perf_counter() - start)
-                if not torch.equal(generated["ours"], generated["theirs"]):
+                if not all(torch.equal(generated[side], generated["theirs"]) for side in OUR_SIDES.values()):
                     raise SystemExit("error: ours and NX-AI's model generated different tokens from the same weights")
-        ours_tps, theirs_tps = (batch * args.new_tokens / statistics.median(times[side]) for side in sides)
-        name = f"cpu_decode_tok_s_paper_b{batch}"
-        print(f"{name}: ours {ours_tps:.1f} tok/s, theirs {theirs_tps:.1f} tok/s, ratio {ours_tps / theirs_tps:.2f}")
-        if not args.no_record:
-            record(
-                name, round(ours_tps, 1), round(theirs_tps, 1), COMPETITOR, "new tokens/s", "higher", device,
-                f"B={batch}, {args.prompt_tokens}-token prompt (untimed), {args.new_tokens} greedy tokens one call "
-                f"each, median of {args.repeats} alternated; paper style `{kinds}`, hidden {config.hidden_size}, vocab "
-                f"{config.vocab_size}, 4 heads, fp32",
-            )
+        tps = {side: batch * args.new_tokens / statistics.median(times[side]) for side in sides}
+        for prefix, side in OUR_SIDES.items():
+            name, how = f"{prefix}_b{batch}", "one call each" if side == "ours" else "by generate()"
+            print(f"{name}: ours {tps[side]:.1f} tok/s, theirs {tps['theirs']:.1f} tok/s, "
+                  f"ratio {tps[side] / tps['theirs']:.2f}")
+            if not args.no_record:
+                record(
+                    name, round(tps[side], 1), round(tps["theirs"], 1), COMPETITOR, "new tokens/s", "higher", device,
+                    f"B={batch}, {args.prompt_tokens}-token prompt (untimed), {args.new_tokens} greedy tokens {how} "
+                    f"(theirs one call each), median of {args.repeats} alternated; paper style `{kinds}`, hidden "
+                    f"{config.hidden_size}, vocab {config.vocab_size}, 4 heads, fp32",
+                )
 
 
 if __name__ == "__main__":

@@ -561,8 +561,8 @@ class FlatDecodeStep:
     decoding step (`for_model`, None where the model is not plain) and runs its decoding steps through it; everything
     else (the prompt, direct calls, training, a compiled decoding step) runs the modules. Plain means: no hooks on any
     module (accelerate's device hooks, user hooks), every projection a bare `nn.Linear` (not a PEFT adapter or a
-    quantized layer), float32 weights, eval mode. mLSTM blocks of both styles run flat; sLSTM blocks run as modules
-    (their step is one kernel call between a few projections).
+    quantized layer), float32 weights, eval mode. Blocks of every kind (7B-style and paper-style mLSTM, sLSTM) run
+    flat.
     """
 
     # The projections are multiplied as copies (see DecodeProjection), in the order the step reads them, while the
@@ -585,7 +585,7 @@ class FlatDecodeStep:
             return self._mlstm_block, self._block_weights(block)
         if isinstance(block.mixer, XLSTMPaperMLSTMLayer):
             return self._paper_mlstm_block, self._paper_block_weights(block)
-        return self._module_block, block
+        return self._slstm_block, self._slstm_block_weights(block)
 
     def _projection(self, linears: list[nn.Linear], pieces: list[list[int]], norm: XLSTMNorm | None):
         size = DecodeProjection.copy_bytes(linears)
@@ -594,24 +594,48 @@ class FlatDecodeStep:
         return DecodeProjection(linears, pieces, norm, copy)
 
     def _block_weights(self, block: XLSTMBlock) -> tuple:
-        """What a 7B-style mLSTM block's step reads, gathered once: settings, then its four projections."""
-        mixer, ffn, config = block.mixer, block.ffn, block.mixer.config
-        qk, v, NH, up = mixer.qk_dim, mixer.v_dim, mixer.num_heads, ffn.ffn_dim
+        """What a 7B-style mLSTM block's step reads, gathered once: settings, then its projections."""
+        mixer, config = block.mixer, block.mixer.config
+        qk, v, NH = mixer.qk_dim, mixer.v_dim, mixer.num_heads
         if config.weight_mode == "single":
             mixer_in = [mixer.q, mixer.k, mixer.v, mixer.ogate_preact, mixer.igate_preact, mixer.fgate_preact]
             mixer_pieces = [[qk], [qk], [v], [v], [NH], [NH]]
-            ffn_in, ffn_pieces = [ffn.proj_up_gate, ffn.proj_up], [[up], [up]]
         else:
             mixer_in, mixer_pieces = [mixer.qkv_opreact, mixer.ifgate_preact], [[qk, qk, v, v], [NH, NH]]
-            ffn_in, ffn_pieces = [ffn.proj_up_gate_z], [[up, up]]
-        D = config.hidden_size
         return (
             (mixer.layer_idx, NH, mixer.gate_soft_cap, mixer.eps, config.backend, config.inference_state_dtype),
-            (block.norm_mixer.eps, mixer.multihead_norm.eps, block.norm_ffn.eps),
+            (block.norm_mixer.eps, mixer.multihead_norm.eps),
             self._projection(mixer_in, mixer_pieces, block.norm_mixer),
-            self._projection([mixer.out_proj], [[D]], mixer.multihead_norm),
+            self._projection([mixer.out_proj], [[config.hidden_size]], mixer.multihead_norm),
+            self._ffn_weights(block),
+        )
+
+    def _ffn_weights(self, block: XLSTMBlock) -> tuple:
+        """A block's feed-forward as its step reads it: (norm kind and eps, up projections, down projection)."""
+        ffn = block.ffn
+        if ffn.config.weight_mode == "single":
+            ffn_in, ffn_pieces = [ffn.proj_up_gate, ffn.proj_up], [[ffn.ffn_dim], [ffn.ffn_dim]]
+        else:
+            ffn_in, ffn_pieces = [ffn.proj_up_gate_z], [[ffn.ffn_dim, ffn.ffn_dim]]
+        return (
+            (type(block.norm_ffn) is XLSTMLayerNorm, block.norm_ffn.eps),
             self._projection(ffn_in, ffn_pieces, block.norm_ffn),
-            self._projection([ffn.proj_down], [[D]], None),
+            self._projection([ffn.proj_down], [[ffn.config.hidden_size]], None),
+        )
+
+    def _slstm_block_weights(self, block: XLSTMBlock) -> tuple:
+        """What an sLSTM block's step reads, gathered once: settings, its norm's, conv's, gate maps' (as
+        [heads, in / heads, out / heads]), cell's and output norm's weights as they are, then its feed-forward."""
+        mixer, config, norm = block.mixer, block.mixer.config, block.norm_mixer
+        conv = mixer.conv1d
+        return (
+            (mixer.layer_idx, mixer.num_heads, config.backend, config.inference_state_dtype),
+            (type(norm) is XLSTMLayerNorm, norm.eps, norm.weight, norm.bias),
+            None if conv is None else (conv.weight[:, 0], conv.bias),
+            [gate.weight.transpose(1, 2) for gate in (mixer.igate, mixer.fgate, mixer.zgate, mixer.ogate)],
+            (mixer.recurrent_kernel, mixer.bias),
+            (mixer.group_norm.eps, mixer.group_norm.weight, mixer.group_norm.bias),
+            self._ffn_weights(block),
         )
 
     def _paper_block_weights(self, block: XLSTMBlock) -> tuple:
@@ -621,11 +645,12 @@ class FlatDecodeStep:
         conv = mixer.conv1d
         return (
             (mixer.layer_idx, config.num_heads, config.eps, config.backend, config.inference_state_dtype),
-            (block.norm_mixer.eps, mixer.outnorm.eps),
+            block.norm_mixer.eps,
             None if conv is None else (conv.weight[:, 0], conv.bias),  # [inner, K], [inner]
             # q and k read the conv's output, v the up-projection's: weights as [heads, in / heads, out / heads]
             [(linear.weight.transpose(1, 2), linear.bias) for linear in (mixer.q_proj, mixer.k_proj, mixer.v_proj)],
-            (mixer.outnorm.weight, mixer.outnorm.bias, mixer.learnable_skip),
+            (mixer.outnorm.eps, mixer.outnorm.weight, mixer.outnorm.bias),
+            mixer.learnable_skip,
             self._projection([mixer.up_proj], [[mixer.inner_dim, mixer.inner_dim]], block.norm_mixer),
             self._projection([mixer.igate, mixer.fgate], [[config.num_heads], [config.num_heads]], None),
             self._projection([mixer.down_proj], [[config.hidden_size]], None),
@@ -653,32 +678,64 @@ class FlatDecodeStep:
                 others = [module for module in (*block.mixer.children(), *block.ffn.children()) if module not in norms]
                 if not all(type(module) in (nn.Linear, nn.Dropout) for module in others):
                     return None
-            elif isinstance(block.mixer, XLSTMPaperMLSTMLayer):
-                if type(block.norm_mixer) is not XLSTMLayerNorm:
-                    return None
+            else:  # a paper-style mLSTM block or an sLSTM block of either style
                 parts = (nn.Linear, nn.Dropout, XLSTMHeadwiseLinear, XLSTMCausalConv1d, XLSTMMultiHeadLayerNorm)
                 if not all(type(module) in parts for module in block.mixer.children()):
                     return None
+                if isinstance(block.mixer, XLSTMPaperMLSTMLayer) and type(block.norm_mixer) is not XLSTMLayerNorm:
+                    return None
+                if isinstance(block.mixer, XLSTMSLSTMLayer):
+                    gates = (block.mixer.igate, block.mixer.fgate, block.mixer.zgate, block.mixer.ogate)
+                    if type(block.norm_mixer) not in (XLSTMLayerNorm, XLSTMRMSNorm) or any(g.bias is not None
+                                                                                           for g in gates):
+                        return None
+                    if type(block.norm_ffn) not in (XLSTMLayerNorm, XLSTMRMSNorm):
+                        return None
+                    if not all(type(module) in (nn.Linear, nn.Dropout) for module in block.ffn.children()):
+                        return None
         return cls(model)
 
     @staticmethod
-    def _norm(x: torch.Tensor, layer_norm: bool, eps: float, projection: DecodeProjection) -> torch.Tensor:
-        """XLSTMLayerNorm (layer_norm) or XLSTMRMSNorm on float32, with the affine part its projection leaves to the
-        step (passed into the norm's op, as the modules do: the same numbers)."""
+    def _norm(x: torch.Tensor, layer_norm: bool, eps: float, weight: torch.Tensor | None,
+              bias: torch.Tensor | None) -> torch.Tensor:
+        """XLSTMLayerNorm (layer_norm) or XLSTMRMSNorm on float32 with the given affine part (the weight passed into
+        the norm's op, as the modules do: the same numbers)."""
         if layer_norm:
-            return F.layer_norm(x, x.shape[-1:], projection.norm_weight, projection.norm_bias, eps)
-        x = F.rms_norm(x, x.shape[-1:], projection.norm_weight, eps)
-        return x if projection.norm_bias is None else x + projection.norm_bias
+            return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+        x = F.rms_norm(x, x.shape[-1:], weight, eps)
+        return x if bias is None else x + bias
+
+    def _norm_for(self, x: torch.Tensor, layer_norm: bool, eps: float, projection: DecodeProjection) -> torch.Tensor:
+        """The norm before `projection`, with the affine part the projection leaves to the step."""
+        return self._norm(x, layer_norm, eps, projection.norm_weight, projection.norm_bias)
 
     @staticmethod
-    def _module_block(x: torch.Tensor, block: XLSTMBlock, cache: Cache) -> torch.Tensor:
-        return block(x, None, cache)
+    def _multihead_norm(h: torch.Tensor, eps: float, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """XLSTMMultiHeadLayerNorm on float32 [B, NH, DH] -> [B, NH * DH]."""
+        h = F.layer_norm(h, h.shape[-1:], eps=eps).flatten(-2) * weight
+        return h if bias is None else h + bias
+
+    @staticmethod
+    def _conv(x: torch.Tensor, conv: tuple, conv_state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """XLSTMCausalConv1d's one-token product on [B, F] rows, continuing from the last K - 1 inputs
+        (conv_state [B, F, K - 1]); returns the output and the new conv state."""
+        weight, bias = conv  # [F, K], [F]
+        if conv_state is None:
+            conv_state = x.new_zeros(x.shape[0], x.shape[-1], weight.shape[-1] - 1)
+        full = torch.cat([conv_state.to(x.dtype), x.unsqueeze(-1)], dim=-1)  # [B, F, K]
+        return torch.linalg.vecdot(full, weight).add_(bias), full[..., 1:]
+
+    def _ffn(self, x: torch.Tensor, weights: tuple) -> torch.Tensor:
+        """x + XLSTMFeedForward(norm_ffn(x)) on [B, D] rows."""
+        (layer_norm, eps), ffn_in, down = weights
+        gate, value = ffn_in(self._norm_for(x, layer_norm, eps, ffn_in))
+        return x + down(self.act_fn(gate) * value)[0]
 
     def _mlstm_block(self, x: torch.Tensor, weights: tuple, cache: Cache) -> torch.Tensor:
         """XLSTMBlock.forward of a 7B-style mLSTM block on [B, D] rows."""
-        (layer_idx, NH, cap, eps, backend, state_dtype), norm_eps, mixer_in, out, ffn_in, down = weights
+        (layer_idx, NH, cap, eps, backend, state_dtype), norm_eps, mixer_in, out, ffn = weights
         B = x.shape[0]
-        q, k, v, o, i, f = mixer_in(self._norm(x, False, norm_eps[0], mixer_in))
+        q, k, v, o, i, f = mixer_in(self._norm_for(x, False, norm_eps[0], mixer_in))
         _, state = read_layer_state(cache, layer_idx, batch_size=B)
         h, state = mlstm_step_op(
             q.view(B, NH, -1), k.view(B, NH, -1), v.view(B, NH, -1), soft_cap(i, cap), soft_cap(f, cap),
@@ -686,9 +743,7 @@ class FlatDecodeStep:
         )
         write_layer_state(cache, layer_idx, None, state, state_dtype)
         h = _affine(F.layer_norm(h, h.shape[-1:], eps=norm_eps[1]).flatten(-2), out)  # XLSTMMultiHeadLayerNorm
-        x = x + out(torch.sigmoid(o) * h)[0]
-        gate, value = ffn_in(self._norm(x, False, norm_eps[2], ffn_in))
-        return x + down(self.act_fn(gate) * value)[0]
+        return self._ffn(x + out(torch.sigmoid(o) * h)[0], ffn)
 
     @staticmethod
     def _headwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -699,28 +754,41 @@ class FlatDecodeStep:
 
     def _paper_mlstm_block(self, x: torch.Tensor, weights: tuple, cache: Cache) -> torch.Tensor:
         """XLSTMBlock.forward of a paper-style mLSTM block on [B, D] rows."""
-        (layer_idx, NH, eps, backend, state_dtype), norm_eps, conv, qkv, (out_w, out_b, skip), up, gates, down = weights
+        (layer_idx, NH, eps, backend, state_dtype), norm_eps, conv, qkv, out_norm, skip, up, gates, down = weights
         B = x.shape[0]
-        x_mlstm, z = up(self._norm(x, True, norm_eps[0], up))
+        x_mlstm, z = up(self._norm_for(x, True, norm_eps, up))
         conv_state, state = read_layer_state(cache, layer_idx, batch_size=B)
         if conv is None:
             x_conv = F.silu(x_mlstm)
-        else:  # XLSTMCausalConv1d's one-token product, continuing from the last K - 1 inputs
-            if conv_state is None:
-                conv_state = x_mlstm.new_zeros(B, x_mlstm.shape[-1], conv[0].shape[-1] - 1)
-            full = torch.cat([conv_state.to(x_mlstm.dtype), x_mlstm.unsqueeze(-1)], dim=-1)  # [B, inner, K]
-            x_conv = F.silu(torch.linalg.vecdot(full, conv[0]).add_(conv[1]))
-            conv_state = full[..., 1:]
+        else:
+            x_conv, conv_state = self._conv(x_mlstm, conv, conv_state)
+            x_conv = F.silu(x_conv)
         q, k, v = (self._headwise(t, *weight) for t, weight in zip((x_conv, x_conv, x_mlstm), qkv))
         i, f = gates(torch.cat([q, k, v], dim=-1))
         h, state = mlstm_step_op(
             q.view(B, NH, -1), k.view(B, NH, -1), v.view(B, NH, -1), i, f, state=state, eps=eps, backend=backend
         )
         write_layer_state(cache, layer_idx, conv_state, state, state_dtype)
-        h = F.layer_norm(h, h.shape[-1:], eps=norm_eps[1]).flatten(-2) * out_w  # XLSTMMultiHeadLayerNorm
-        h = h if out_b is None else h + out_b
-        h = h + skip * x_conv
+        h = self._multihead_norm(h, *out_norm) + skip * x_conv
         return x + down(h * F.silu(z))[0]
+
+    def _slstm_block(self, x: torch.Tensor, weights: tuple, cache: Cache) -> torch.Tensor:
+        """XLSTMBlock.forward of an sLSTM block on [B, D] rows."""
+        (layer_idx, NH, backend, state_dtype), norm, conv, gate_maps, cell, out_norm, ffn = weights
+        B = x.shape[0]
+        x_norm = self._norm(x, *norm)
+        conv_state, state = read_layer_state(cache, layer_idx, batch_size=B)
+        x_conv = x_norm
+        if conv is not None:
+            x_conv, conv_state = self._conv(x_norm, conv, conv_state)
+            x_conv = F.silu(x_conv)
+        # XLSTMHeadwiseLinear's decode-step products: i, f read the conv's output, z, o the normed input
+        conv_heads, norm_heads = (t.view(B, NH, -1).transpose(0, 1) for t in (x_conv, x_norm))  # [NH, B, DH]
+        gates = torch.stack([torch.bmm(heads, weight) for heads, weight in
+                             zip((conv_heads, conv_heads, norm_heads, norm_heads), gate_maps)], dim=1)
+        h, state = slstm_op(gates.permute(2, 1, 0, 3).unsqueeze(1), *cell, state=state, mask=None, backend=backend)
+        write_layer_state(cache, layer_idx, conv_state, state, state_dtype)
+        return self._ffn(x + self._multihead_norm(h[:, 0], *out_norm), ffn)
 
     def __call__(self, input_ids: torch.Tensor, cache: Cache) -> torch.Tensor:
         """input_ids [B, 1] -> next-token logits [B, 1, V] (float32, soft-capped), the cache advanced in place."""
@@ -728,7 +796,7 @@ class FlatDecodeStep:
         for run, weights in self.blocks:
             x = run(x, weights, cache)
         if self.out_norm is not None:
-            x = self._norm(x, *self.out_norm, self.head)
+            x = self._norm_for(x, *self.out_norm, self.head)
         logits = soft_cap(self.head(x)[0].float(), self.logit_soft_cap)
         if isinstance(cache, XLSTMCache):
             cache.record_tokens(1, logits.device)

@@ -114,7 +114,7 @@ def test_generate_decoding_steps_read_nothing_back_to_the_host():
 
 
 COPY_CASES = {  # case: (style, config overrides, copy budget as a part of the model's weight bytes (None: the
-    # default), projections copied); tiny_config puts an sLSTM block (run as a module) at position 1
+    # default), projections copied); tiny_config puts an sLSTM block at position 1
     "single": ("large", {}, None, "all"), "fused": ("large", {}, None, "all"),
     "only mLSTM blocks": ("large", dict(slstm_at=[]), None, "all"),
     "with biases": ("large", dict(use_bias=True), None, "all"),
@@ -127,19 +127,23 @@ COPY_CASES = {  # case: (style, config overrides, copy budget as a part of the m
 
 
 def decode_projections(step: FlatDecodeStep) -> list:
-    """The DecodeProjections a FlatDecodeStep multiplies: its flat blocks' and the LM head's."""
-    found = [step.head]
-    for _, weights in step.blocks:
-        if isinstance(weights, tuple):  # a flat block's weights (a module block holds the module)
-            found += [part for part in weights if isinstance(part, DecodeProjection)]
-    return found
+    """The DecodeProjections a FlatDecodeStep multiplies: its blocks' (found in what each block's step reads) and the
+    LM head's."""
+    def found_in(weights) -> list:
+        if isinstance(weights, DecodeProjection):
+            return [weights]
+        return [p for part in weights for p in found_in(part)] if isinstance(weights, (tuple, list)) else []
+
+    return [projection for _, weights in step.blocks for projection in found_in(weights)] + [step.head]
 
 
 @pytest.mark.parametrize("weights", COPY_CASES)
 def test_generate_steps_without_module_calls_give_what_the_modules_give(weights, monkeypatch):
     # generate() runs its decoding steps through FlatDecodeStep: the modules' ops on raw weights. Projections it
-    # multiplies as transposed copies (norm weights folded in) round the matmuls' last bits differently: within 1e-5
-    # of logits of size ~1 (float32 carries ~1e-7 relative); the modules' own weights give the same numbers
+    # multiplies as transposed copies (norm weights folded in) round the matmuls' last bits differently, and these
+    # random 4-block models pass such differences on: moving every weight by one float32 rounding step (2^-24
+    # relative) moved their scores by 0.7-3.3e-5 (seeds 0-3, both styles), so copies are held to 5e-5 of scores of
+    # size ~1. The modules' own weights give the same numbers.
     style, overrides, budget, expected = COPY_CASES[weights]
     model = make_model(style, **overrides)
     if weights.startswith("fused"):
@@ -148,8 +152,7 @@ def test_generate_steps_without_module_calls_give_what_the_modules_give(weights,
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         monkeypatch.setattr(FlatDecodeStep, "COPY_BYTES", int(budget * weight_bytes))
     step = FlatDecodeStep.for_model(model)
-    flat_blocks = [isinstance(weights, tuple) for _, weights in step.blocks]
-    assert flat_blocks == [kind == "mlstm" for kind in model.config.block_types]  # sLSTM blocks run as modules
+    assert "slstm" in model.config.block_types or weights == "only mLSTM blocks"
     copied = [projection.linears is None for projection in decode_projections(step)]
     assert {"all": all(copied), "some": any(copied) and not all(copied), "none": not any(copied)}[expected]
     ids = token_ids(2, 7)
@@ -163,7 +166,7 @@ def test_generate_steps_without_module_calls_give_what_the_modules_give(weights,
         if expected == "none":
             assert torch.equal(ours, theirs)
         else:
-            torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+            torch.testing.assert_close(ours, theirs, atol=5e-5, rtol=0)
     assert generated_cache(flat).get_seq_length() == generated_cache(modules).get_seq_length() == 12
 
 
