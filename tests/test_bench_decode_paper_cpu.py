@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FIGURES = {f"{prefix}_b{batch}" for prefix in ("cpu_decode_tok_s_paper", "cpu_generate_tok_s_paper") for batch in (1, 8)}
+FIGURES = {
+    f"{prefix}_b{batch}" for prefix in ("cpu_decode_tok_s_paper", "cpu_generate_tok_s_paper") for batch in (1, 8)
+}
 
 
 def test_every_side_generates_their_tokens_and_nothing_is_recorded_with_no_record():
