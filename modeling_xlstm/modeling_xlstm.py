@@ -560,9 +560,9 @@ class FlatDecodeStep:
     hook checks and attribute lookups, around the ~30 tensor ops of the recurrence. `generate()` builds one at its first
     decoding step (`for_model`, None where the model is not plain) and runs its decoding steps through it; everything
     else (the prompt, direct calls, training, a compiled decoding step) runs the modules. Plain means: no hooks on any
-    module (accelerate's device hooks, user hooks), every projection a bare `nn.Linear` (not a PEFT adapter or a
-    quantized layer), float32 weights, eval mode. Blocks of every kind (7B-style and paper-style mLSTM, sLSTM) run
-    flat.
+    module (accelerate's device hooks, user hooks), every projection a bare `nn.Linear` or `XLSTMHeadwiseLinear` (not
+    a PEFT adapter or a quantized layer), float32 weights, eval mode. Blocks of every kind (7B-style and paper-style
+    mLSTM, sLSTM) run flat.
     """
 
     # The projections are multiplied as copies (see DecodeProjection), in the order the step reads them, while the
@@ -685,12 +685,11 @@ class FlatDecodeStep:
                 if isinstance(block.mixer, XLSTMPaperMLSTMLayer) and type(block.norm_mixer) is not XLSTMLayerNorm:
                     return None
                 if isinstance(block.mixer, XLSTMSLSTMLayer):
-                    gates = (block.mixer.igate, block.mixer.fgate, block.mixer.zgate, block.mixer.ogate)
-                    if type(block.norm_mixer) not in (XLSTMLayerNorm, XLSTMRMSNorm) or any(g.bias is not None
-                                                                                           for g in gates):
+                    mixer, norms = block.mixer, (type(block.norm_mixer), type(block.norm_ffn))
+                    if not all(norm in (XLSTMLayerNorm, XLSTMRMSNorm) for norm in norms):
                         return None
-                    if type(block.norm_ffn) not in (XLSTMLayerNorm, XLSTMRMSNorm):
-                        return None
+                    if any(gate.bias is not None for gate in (mixer.igate, mixer.fgate, mixer.zgate, mixer.ogate)):
+                        return None  # (the step's gate products add none)
                     if not all(type(module) in (nn.Linear, nn.Dropout) for module in block.ffn.children()):
                         return None
         return cls(model)
