@@ -120,7 +120,8 @@ COPY_CASES = {  # case: (style, config overrides, copy budget as a part of the m
     "with biases": ("large", dict(use_bias=True), None, "all"),
     "single, part over the copy budget": ("large", {}, 0.5, "some"),
     "single, over the copy budget": ("large", {}, 0, "none"), "fused, over the copy budget": ("large", {}, 0, "none"),
-    "paper": ("paper", {}, None, "all"), "paper, with biases": ("paper", dict(use_bias=True), None, "all"),
+    "paper": ("paper", {}, None, "all"), "fused, paper": ("paper", {}, None, "all"),
+    "paper, with biases": ("paper", dict(use_bias=True), None, "all"),
     "paper, no convs": ("paper", dict(conv1d_kernel_size=0, slstm_conv1d_kernel_size=0), None, "all"),
     "paper, over the copy budget": ("paper", {}, 0, "none"),
 }
