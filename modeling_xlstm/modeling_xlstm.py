@@ -157,15 +157,27 @@ class XLSTMCausalConv1d(nn.Module):
 
     def forward(self, x: torch.Tensor, conv_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         B, S, channels = x.shape
+        if S == 1:  # a decode step
+            y, conv_state = self.one_token(x[:, 0], self.weight[:, 0], self.bias, conv_state)
+            return y.unsqueeze(1), conv_state
         x = x.transpose(1, 2)
         if conv_state is None:
             conv_state = x.new_zeros(B, channels, self.kernel_size - 1)
         full = torch.cat([conv_state.to(x.dtype), x], dim=-1)  # [B, F, K-1+S]
-        if S == 1:  # a decode step: one dot product per channel; F.conv1d's setup would cost more than its arithmetic
-            y = torch.linalg.vecdot(full, self.weight[:, 0]).add_(self.bias).unsqueeze(1)  # [B, 1, F]
-        else:
-            y = F.conv1d(full, self.weight, self.bias, groups=channels).transpose(1, 2)  # [B, S, F]
+        y = F.conv1d(full, self.weight, self.bias, groups=channels).transpose(1, 2)  # [B, S, F]
         return y, full[..., full.shape[-1] - (self.kernel_size - 1) :]
+
+    @staticmethod
+    def one_token(
+        x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, conv_state: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One input per row: x [B, F], weight [F, K] (the kernel without its group dim), bias [F], conv_state
+        [B, F, K-1] or None (zeros) -> (y [B, F], the new conv state). One dot product per channel: F.conv1d's setup
+        would cost more than its arithmetic."""
+        if conv_state is None:
+            conv_state = x.new_zeros(x.shape[0], x.shape[1], weight.shape[-1] - 1)
+        full = torch.cat([conv_state.to(x.dtype), x.unsqueeze(-1)], dim=-1)  # [B, F, K]
+        return torch.linalg.vecdot(full, weight).add_(bias), full[..., 1:]
 
 
 class XLSTMHeadwiseLinear(nn.Module):
@@ -202,14 +214,18 @@ class XLSTMHeadwiseLinear(nn.Module):
         diagonal = torch.einsum("gbod,bc->gbocd", self.weight.view(heads // per, per, block_out, block_in), eye)
         return diagonal.reshape(heads // per, per * block_out, per * block_in)
 
+    @staticmethod
+    def rows_product(x: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
+        """The blocks' product, without the bias, for one token per row: x [B, in], weight_t [heads, in / heads,
+        out / heads] (the weight transposed) -> [B, out]. A batched matmul over the blocks: einsum's own setup
+        (permutes, reshapes) would take longer than the arithmetic."""
+        B, heads = x.shape[0], weight_t.shape[0]
+        return torch.bmm(x.view(B, heads, -1).transpose(0, 1), weight_t).transpose(0, 1).reshape(B, -1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3 and x.shape[1] == 1:
-            # one token per row (a decode step): a batched matmul over the blocks; einsum's own setup (permutes,
-            # reshapes) would take longer than the arithmetic. For sequences einsum is the faster one.
-            B = x.shape[0]
-            blocks = x.view(B, self.num_heads, -1).transpose(0, 1)  # [H, B, in / H]
-            x = torch.bmm(blocks, self.weight.transpose(1, 2)).transpose(0, 1).reshape(B, 1, -1)
-        else:
+        if x.dim() == 3 and x.shape[1] == 1:  # one token per row (a decode step)
+            x = self.rows_product(x[:, 0], self.weight.transpose(1, 2)).unsqueeze(1)
+        else:  # for sequences einsum is the faster one
             weight = self.grouped_weight()
             x = torch.einsum("...gd,god->...go", x.unflatten(-1, (weight.shape[0], -1)), weight).flatten(-2)
         return x if self.bias is None else x + self.bias
@@ -545,12 +561,6 @@ class DecodeProjection:
         return pieces
 
 
-def _affine(x: torch.Tensor, projection: DecodeProjection) -> torch.Tensor:
-    """x * the norm weight + the norm bias the projection leaves to the step (either may be None)."""
-    x = x if projection.norm_weight is None else x * projection.norm_weight
-    return x if projection.norm_bias is None else x + projection.norm_bias
-
-
 class FlatDecodeStep:
     """One decode token of a float32 model as straight tensor code: the ops of the modules' forward on [B, D] rows,
     without the modules around them, and with the projections multiplied as `DecodeProjection`s.
@@ -709,20 +719,13 @@ class FlatDecodeStep:
         return self._norm(x, layer_norm, eps, projection.norm_weight, projection.norm_bias)
 
     @staticmethod
-    def _multihead_norm(h: torch.Tensor, eps: float, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """XLSTMMultiHeadLayerNorm on float32 [B, NH, DH] -> [B, NH * DH]."""
-        h = F.layer_norm(h, h.shape[-1:], eps=eps).flatten(-2) * weight
+    def _multihead_norm(h: torch.Tensor, eps: float, weight: torch.Tensor | None,
+                        bias: torch.Tensor | None) -> torch.Tensor:
+        """XLSTMMultiHeadLayerNorm on float32 [B, NH, DH] -> [B, NH * DH], with the given affine part (either may be
+        None: folded into the projection after it, or absent)."""
+        h = F.layer_norm(h, h.shape[-1:], eps=eps).flatten(-2)
+        h = h if weight is None else h * weight
         return h if bias is None else h + bias
-
-    @staticmethod
-    def _conv(x: torch.Tensor, conv: tuple, conv_state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """XLSTMCausalConv1d's one-token product on [B, F] rows, continuing from the last K - 1 inputs
-        (conv_state [B, F, K - 1]); returns the output and the new conv state."""
-        weight, bias = conv  # [F, K], [F]
-        if conv_state is None:
-            conv_state = x.new_zeros(x.shape[0], x.shape[-1], weight.shape[-1] - 1)
-        full = torch.cat([conv_state.to(x.dtype), x.unsqueeze(-1)], dim=-1)  # [B, F, K]
-        return torch.linalg.vecdot(full, weight).add_(bias), full[..., 1:]
 
     def _ffn(self, x: torch.Tensor, weights: tuple) -> torch.Tensor:
         """x + XLSTMFeedForward(norm_ffn(x)) on [B, D] rows."""
@@ -741,14 +744,13 @@ class FlatDecodeStep:
             state=state, eps=eps, backend=backend,
         )
         write_layer_state(cache, layer_idx, None, state, state_dtype)
-        h = _affine(F.layer_norm(h, h.shape[-1:], eps=norm_eps[1]).flatten(-2), out)  # XLSTMMultiHeadLayerNorm
+        h = self._multihead_norm(h, norm_eps[1], out.norm_weight, out.norm_bias)
         return self._ffn(x + out(torch.sigmoid(o) * h)[0], ffn)
 
     @staticmethod
     def _headwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """XLSTMHeadwiseLinear's decode-step product on [B, in] rows; weight_t: [heads, in / heads, out / heads]."""
-        B, heads = x.shape[0], weight_t.shape[0]
-        y = torch.bmm(x.view(B, heads, -1).transpose(0, 1), weight_t).transpose(0, 1).reshape(B, -1)
+        """XLSTMHeadwiseLinear on [B, in] rows; weight_t: its weight transposed, [heads, in / heads, out / heads]."""
+        y = XLSTMHeadwiseLinear.rows_product(x, weight_t)
         return y if bias is None else y + bias
 
     def _paper_mlstm_block(self, x: torch.Tensor, weights: tuple, cache: Cache) -> torch.Tensor:
@@ -760,7 +762,7 @@ class FlatDecodeStep:
         if conv is None:
             x_conv = F.silu(x_mlstm)
         else:
-            x_conv, conv_state = self._conv(x_mlstm, conv, conv_state)
+            x_conv, conv_state = XLSTMCausalConv1d.one_token(x_mlstm, *conv, conv_state)
             x_conv = F.silu(x_conv)
         q, k, v = (self._headwise(t, *weight) for t, weight in zip((x_conv, x_conv, x_mlstm), qkv))
         i, f = gates(torch.cat([q, k, v], dim=-1))
@@ -779,7 +781,7 @@ class FlatDecodeStep:
         conv_state, state = read_layer_state(cache, layer_idx, batch_size=B)
         x_conv = x_norm
         if conv is not None:
-            x_conv, conv_state = self._conv(x_norm, conv, conv_state)
+            x_conv, conv_state = XLSTMCausalConv1d.one_token(x_norm, *conv, conv_state)
             x_conv = F.silu(x_conv)
         # XLSTMHeadwiseLinear's decode-step products: i, f read the conv's output, z, o the normed input
         conv_heads, norm_heads = (t.view(B, NH, -1).transpose(0, 1) for t in (x_conv, x_norm))  # [NH, B, DH]
