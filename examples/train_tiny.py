@@ -263,8 +263,14 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{EOS} $A", pair=f"{EOS} $A {EOS} $B", special_tokens=[(EOS, tokenizer.token_to_id(EOS))]
     )
+    # Left padding: a batch of prompts then ends every row with its last real token, where generate() continues.
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token=EOS, bos_token=EOS, pad_token=EOS, model_max_length=1 << 20
+        tokenizer_object=tokenizer,
+        eos_token=EOS,
+        bos_token=EOS,
+        pad_token=EOS,
+        model_max_length=1 << 20,
+        padding_side="left",
     )
 
 
@@ -661,7 +667,8 @@ spread across seeds was not measured, so read differences of a few hundredths as
   {d['held_out_tokens']:,} tokens), never seen by the tokenizer or the models in training:
   {', '.join(d['held_out_names'])}.
 - Tokenizer: byte-level BPE trained with the `tokenizers` library on the training files only, vocabulary
-  {info['vocab_size']:,} (one special token `{EOS}`, used as document separator, BOS, EOS and padding).
+  {info['vocab_size']:,} (one special token `{EOS}`, used as document separator, BOS, EOS and padding;
+  batches of prompts are padded on the left).
   {train_bpt:.2f} bytes per token on the training files, {held_out_bpt:.2f} on the held-out files,
   {external_bpt:.2f} on the outside code.
 - This model: {baselines['xlstm']}.

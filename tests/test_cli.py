@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+from transformers.utils import logging
 
 import modeling_xlstm  # noqa: F401
 from modeling_xlstm import XLSTMConfig, XLSTMForCausalLM
@@ -137,6 +138,25 @@ def test_bundled_model_generates_deterministically(bundled):
     assert first == second
     assert first.startswith(PROMPT)
     assert new_tokens > 0 and first[len(PROMPT):].strip(), f"empty continuation: {first!r}"
+
+
+def test_bundled_tokenizer_pads_a_batch_of_prompts_for_generation(bundled, caplog):
+    """The tokenizer's own padding side lets a batch of prompts go straight to generate(): each row continues as
+    that prompt does alone, and transformers has no right-padding to warn about."""
+    model, tokenizer = bundled
+    prompts = ["def f(x):\n    return", "import os\nimport sys\n\n\nclass Config:\n    def __init__(self"]
+    alone = [greedy_text(model, tokenizer, prompt, 8)[0] for prompt in prompts]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    assert batch.attention_mask[0, 0] == 0, "the shorter prompt should be padded in front"
+    transformers_logger = logging.get_logger("transformers")
+    transformers_logger.addHandler(caplog.handler)
+    try:
+        with torch.inference_mode():
+            output = model.generate(**batch, max_new_tokens=8, min_new_tokens=8, do_sample=False)
+    finally:
+        transformers_logger.removeHandler(caplog.handler)
+    assert "padding" not in caplog.text
+    assert tokenizer.batch_decode(output, skip_special_tokens=True) == alone
 
 
 def test_bundled_model_has_learned_python(bundled):
