@@ -141,6 +141,7 @@ def main() -> None:
         logging_steps=10,
         save_steps=max(50, args.max_steps // 2),
         activation_checkpointing=args.activation_checkpointing,
+        dataloader_pin_memory=torch.cuda.is_available(),  # torch warns about pinning without a GPU
         report_to=[],
         seed=args.seed,
     )
