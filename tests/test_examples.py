@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +19,8 @@ SMALL_RUN = ["--max-files", "12", "--max-steps", "3", "--block-size", "32", "--b
 
 
 def run_finetune(*args: str, warnings_allowed: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(
-        [sys.executable, str(FINETUNE), *SMALL_RUN, *args], capture_output=True, text=True, env=env, timeout=600
-    )
+    command = [sys.executable, str(FINETUNE), *SMALL_RUN, *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "held-out perplexity" in result.stdout
     if not warnings_allowed:
