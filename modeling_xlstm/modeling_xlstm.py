@@ -759,11 +759,10 @@ class FlatDecodeStep:
         B = x.shape[0]
         x_mlstm, z = up(self._norm_for(x, True, norm_eps, up))
         conv_state, state = read_layer_state(cache, layer_idx, batch_size=B)
-        if conv is None:
-            x_conv = F.silu(x_mlstm)
-        else:
+        x_conv = x_mlstm
+        if conv is not None:
             x_conv, conv_state = XLSTMCausalConv1d.one_token(x_mlstm, *conv, conv_state)
-            x_conv = F.silu(x_conv)
+        x_conv = F.silu(x_conv)
         q, k, v = (self._headwise(t, *weight) for t, weight in zip((x_conv, x_conv, x_mlstm), qkv))
         i, f = gates(torch.cat([q, k, v], dim=-1))
         h, state = mlstm_step_op(
